@@ -1,0 +1,184 @@
+"""The run configuration: one ml_collections ConfigDict schema, validated before any compute.
+
+Every experiment file in configs/ starts from ``base_config()`` and overrides fields; the command line overrides
+further (``--config.optim.lr=1e-5``). ``validate`` rejects unknown keys (anything not in the schema) and bad
+values with a message naming the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+OBJECTIVE_TAU_MODES = ("grpo", "drgrpo", "rloo", "maxrl", "rpp_baseline", "constant")
+SELECTORS = ("uniform", "ds", "mopps", "dps", "gps")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; raised before any compute."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The full schema with defaults (the CPU testbed with LPO-fwd + DPS)."""
+    c = ml_collections.ConfigDict()
+    c.run_name = "default"
+    c.output_dir = "runs"             # metrics, curves, checkpoints under output_dir/run_name
+    c.seed = 0
+    c.max_minutes = 0.0               # wall-time cap for the RL run; 0 = none
+    c.steps = 60                      # RL steps (rollout batches)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.source = "testbed"        # "testbed" (SFT warm start, cached) | "hf" (local HF directory)
+    c.model.path = ""                 # HF model directory when source == "hf"
+    c.model.dtype = "float32"         # compute dtype
+    c.model.param_dtype = "float32"   # master params
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "testbed"           # "testbed" | "countdown" | "math" | "jsonl"
+    c.task.train_path = ""
+    c.task.eval_path = ""
+    c.task.prompt_field = "prompt"
+    c.task.answer_field = "answer"
+    c.task.max_prompt_len = 64
+    c.task.prompt_overflow = "error"  # "error" | "truncate"
+    c.task.num_train = 0              # 0 = task default
+    c.task.num_eval = 0
+
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.batch_prompts = 32      # B prompts per RL step
+    c.rollout.group_size = 8          # K samples per prompt
+    c.rollout.max_new_tokens = 16
+    c.rollout.temperature = 1.0
+    c.rollout.top_k = 0               # 0 = off
+    c.rollout.top_p = 1.0
+    c.rollout.old_logprobs = "trainer"  # "trainer" (recompute) | "sampler"
+
+    c.objective = ml_collections.ConfigDict()
+    c.objective.name = "lpo_fwd"
+    c.objective.tau_mode = "grpo"
+    c.objective.tau0 = 1.0
+    c.objective.clip_eps = 0.2
+    c.objective.clip_eps_high = 0.2
+    c.objective.seq_agg = "mean"
+    c.objective.loss_agg = "seq-mean-token-mean"
+    c.objective.kl_coef = 0.0
+    c.objective.kl_estimator = "k3"
+    c.objective.entropy_coef = 0.0
+
+    c.selector = ml_collections.ConfigDict()
+    c.selector.name = "dps"
+    c.selector.decay = 0.5            # DPS / MoPPS forgetting lambda
+    c.selector.max_gen_rounds = 4     # DAPO dynamic sampling
+    c.selector.candidate_ratio = 0.0  # 0 = whole pool as candidates
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-4
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.weight_decay = 0.0
+    c.optim.warmup_steps = 0
+    c.optim.schedule = "constant"     # "constant" | "cosine"
+    c.optim.grad_clip = 1.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.mini_batches = 2          # updates per rollout batch (whole groups per mini-batch)
+    c.train.micro_batches = 1         # gradient accumulation steps per mini-batch
+    c.train.max_nonfinite = 3         # consecutive skipped (non-finite) updates before stopping
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1                  # -1 = all remaining devices
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 20
+    c.checkpoint.keep = 2
+    c.checkpoint.resume = True
+    c.checkpoint.export_hf = True
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 10
+    c.eval.num_samples = 4            # k for avg@k / pass@k
+    c.eval.temperature = 0.6
+
+    c.log = ml_collections.ConfigDict()
+    c.log.progress = True
+    c.log.tensorboard = True
+    c.log.wandb = False
+    return c
+
+
+_CHOICES = {
+    "model.source": ("testbed", "hf"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "task.name": ("testbed", "countdown", "math", "jsonl"),
+    "task.prompt_overflow": ("error", "truncate"),
+    "rollout.old_logprobs": ("trainer", "sampler"),
+    "objective.tau_mode": OBJECTIVE_TAU_MODES,
+    "objective.seq_agg": ("mean", "sum"),
+    "objective.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
+    "objective.kl_estimator": ("k1", "k3", "low_var_kl"),
+    "selector.name": SELECTORS,
+    "optim.schedule": ("constant", "cosine"),
+}
+_POSITIVE = ("steps", "rollout.batch_prompts", "rollout.group_size", "rollout.max_new_tokens",
+             "task.max_prompt_len", "train.mini_batches", "train.micro_batches", "checkpoint.keep",
+             "eval.num_samples", "optim.lr", "selector.max_gen_rounds")
+_NONNEGATIVE = ("max_minutes", "rollout.temperature", "rollout.top_k", "objective.kl_coef",
+                "objective.entropy_coef", "optim.weight_decay", "optim.warmup_steps", "optim.grad_clip",
+                "checkpoint.every", "eval.every", "train.max_nonfinite", "eval.temperature")
+
+
+def _get(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _flat_keys(cfg, prefix=""):
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _flat_keys(value, name + ".")
+        else:
+            yield name
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks ``cfg`` against ``base_config()``; returns it unchanged or raises ConfigError."""
+    schema = set(_flat_keys(base_config()))
+    unknown = sorted(set(_flat_keys(cfg)) - schema)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)}. Valid keys are listed in "
+                          "lpo_jax/training/config.py:base_config (check the spelling).")
+    missing = sorted(schema - set(_flat_keys(cfg)))
+    if missing:
+        raise ConfigError(f"config is missing key(s) {', '.join(missing)}; start experiment configs from "
+                          "lpo_jax.training.config.base_config()")
+    for key, allowed in _CHOICES.items():
+        if _get(cfg, key) not in allowed:
+            raise ConfigError(f"config.{key}={_get(cfg, key)!r} is not one of {allowed}")
+    for key in _POSITIVE:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"config.{key}={_get(cfg, key)!r} must be > 0")
+    for key in _NONNEGATIVE:
+        if not _get(cfg, key) >= 0:
+            raise ConfigError(f"config.{key}={_get(cfg, key)!r} must be >= 0")
+    if not 0.0 < cfg.rollout.top_p <= 1.0:
+        raise ConfigError(f"config.rollout.top_p={cfg.rollout.top_p!r} must be in (0, 1]")
+    if cfg.rollout.batch_prompts % cfg.train.mini_batches:
+        raise ConfigError(
+            f"config.rollout.batch_prompts={cfg.rollout.batch_prompts} must be divisible by "
+            f"config.train.mini_batches={cfg.train.mini_batches} (mini-batches keep whole groups)")
+    if (cfg.rollout.batch_prompts // cfg.train.mini_batches) % cfg.train.micro_batches:
+        raise ConfigError("prompts per mini-batch (rollout.batch_prompts / train.mini_batches) must be divisible "
+                          f"by config.train.micro_batches={cfg.train.micro_batches}")
+    if cfg.model.source == "hf" and not cfg.model.path:
+        raise ConfigError("config.model.source='hf' needs config.model.path: a local Hugging Face model directory")
+    if cfg.task.name == "jsonl" and not cfg.task.train_path:
+        raise ConfigError("config.task.name='jsonl' needs config.task.train_path (a .jsonl or .parquet file)")
+    from lpo_jax import objectives  # lazy: registries
+    try:
+        objectives.get_objective(cfg.objective.name)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"config.objective.name={cfg.objective.name!r}: {err}") from None
+    return cfg

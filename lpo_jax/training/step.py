@@ -1,0 +1,127 @@
+"""The pure train step: policy token log-probs -> objective -> gradient -> guarded optimizer update.
+
+``make_train_step`` closes over the static pieces (graphdef, objective, optimizer, shapes) and returns one
+function ``train_step(state, batch) -> (state, metrics)`` that the loop jits once, with the state donated.
+
+Gradient accumulation: a mini-batch of whole groups is split into ``micro_batches`` equal slices along the
+prompt axis; their gradients are averaged under ``lax.scan``. This is exact for group- and sequence-level loss
+aggregation (equal-size slices) and a close approximation for ``token-mean`` (slices differ in token count).
+
+Non-finite guard: if the loss or any gradient entry is not finite, the update is skipped (params and optimizer
+state returned unchanged) and ``metrics["skipped"] = 1``; the loop counts consecutive skips and stops the run.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lpo_jax.training.state import TrainState
+
+
+@flax.struct.dataclass
+class TrainBatch:
+    """One mini-batch of whole groups: B prompts x K samples, sequences of L = P + T tokens.
+
+    tokens_BKL: prompt (left-padded to P) followed by the completion (T slots).
+    attn_mask_BKL: 1 on real tokens (prompt and generated/observation tokens), 0 on padding.
+    loss_mask_BKT: 1 on completion tokens the policy generated (observation and padding tokens are 0).
+    old_logp_BKT: behaviour-policy log-probs of the completion tokens.
+    ref_logp_BKT: reference-policy log-probs (zeros when no KL term is used).
+    targets: the objective's per-rollout-batch targets (advantages or LPO log-targets), leading axes [B, K].
+    """
+
+    tokens_BKL: jax.Array
+    attn_mask_BKL: jax.Array
+    loss_mask_BKT: jax.Array
+    old_logp_BKT: jax.Array
+    ref_logp_BKT: jax.Array
+    targets: Any
+
+
+def completion_logprobs(model: nnx.Module, tokens_NL: jax.Array, attn_mask_NL: jax.Array, prompt_len: int,
+                        *, with_entropy: bool = False) -> tuple[jax.Array, jax.Array | None]:
+    """Log-probs (and entropies) of tokens[:, prompt_len:] under ``model``: [N, T] each, float32.
+
+    Logits are formed only for the T completion positions (the prompt's logits are never materialised).
+    """
+    h_NLD = model.hidden(tokens_NL, attention_mask=attn_mask_NL)
+    h_NTD = h_NLD[:, prompt_len - 1:-1]
+    logits_NTV = model.logits(h_NTD).astype(jnp.float32)
+    logp_all = jax.nn.log_softmax(logits_NTV, axis=-1)
+    targets_NT = tokens_NL[:, prompt_len:]
+    logp_NT = jnp.take_along_axis(logp_all, targets_NT[..., None], axis=-1)[..., 0]
+    entropy_NT = -(jnp.exp(logp_all) * logp_all).sum(-1) if with_entropy else None
+    return logp_NT, entropy_NT
+
+
+def batch_logprobs(graphdef: nnx.GraphDef, params: Any, rest: Any, tokens_BKL: jax.Array,
+                   attn_mask_BKL: jax.Array, prompt_len: int) -> jax.Array:
+    """[B, K, T] completion log-probs for a whole rollout batch (old / reference log-probs, no gradient)."""
+    model = nnx.merge(graphdef, params, rest)
+    B, K, L = tokens_BKL.shape
+    logp, _ = completion_logprobs(model, tokens_BKL.reshape(B * K, L), attn_mask_BKL.reshape(B * K, L), prompt_len)
+    return logp.reshape(B, K, L - prompt_len)
+
+
+def _tree_all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(graphdef: nnx.GraphDef, rest: Any, loss_fn: Callable, optimizer: optax.GradientTransformation,
+                    *, prompt_len: int, micro_batches: int = 1, with_entropy: bool = False) -> Callable:
+    """Builds ``train_step(state, batch) -> (state, metrics)``.
+
+    ``loss_fn(logp_BKT, old_logp_BKT, loss_mask_BKT, targets, ref_logp_BKT=..., entropy_BKT=...)`` returns
+    ``(loss, metrics)`` (an objective with its config bound).
+    """
+
+    def micro_loss(params, mb: TrainBatch):
+        model = nnx.merge(graphdef, params, rest)
+        B, K, L = mb.tokens_BKL.shape
+        logp, entropy = completion_logprobs(model, mb.tokens_BKL.reshape(B * K, L),
+                                            mb.attn_mask_BKL.reshape(B * K, L), prompt_len,
+                                            with_entropy=with_entropy)
+        T = L - prompt_len
+        logp = logp.reshape(B, K, T)
+        entropy = None if entropy is None else entropy.reshape(B, K, T)
+        return loss_fn(logp, mb.old_logp_BKT, mb.loss_mask_BKT, mb.targets,
+                       ref_logp_BKT=mb.ref_logp_BKT, entropy_BKT=entropy)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def train_step(state: TrainState, batch: TrainBatch):
+        B = batch.tokens_BKL.shape[0]
+        if B % micro_batches:
+            raise ValueError(f"mini-batch of {B} prompts does not split into {micro_batches} micro-batches")
+        if micro_batches == 1:
+            (loss, metrics), grads = grad_fn(state.params, batch)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(micro_batches, B // micro_batches, *x.shape[1:]), batch)
+
+            def body(acc, mb):
+                (loss, metrics), grads = grad_fn(state.params, mb)
+                return jax.tree.map(jnp.add, acc, (loss, metrics, grads)), None
+
+            zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(state.params,
+                                                                              jax.tree.map(lambda x: x[0], micro))))
+            zero = (zero[0][0], zero[0][1], zero[1])
+            (loss, metrics, grads), _ = jax.lax.scan(body, zero, micro)
+            loss, metrics, grads = jax.tree.map(lambda x: x / micro_batches, (loss, metrics, grads))
+        finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+        updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        new_state = state.replace(step=state.step + finite.astype(jnp.int32),
+                                  params=keep(new_params, state.params),
+                                  opt_state=keep(new_opt_state, state.opt_state))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                       skipped=1.0 - finite.astype(jnp.float32))
+        return new_state, metrics
+
+    return train_step
