@@ -7,8 +7,8 @@ values with a message naming the key, the value and what is allowed.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
-OBJECTIVE_TAU_MODES = ("grpo", "drgrpo", "rloo", "maxrl", "rpp_baseline", "constant")
 SELECTORS = ("uniform", "ds", "mopps", "dps", "gps")
 
 
@@ -52,16 +52,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.rollout.old_logprobs = "trainer"  # "trainer" (recompute) | "sampler"
 
     c.objective = ml_collections.ConfigDict()
-    c.objective.name = "lpo_fwd"
-    c.objective.tau_mode = "grpo"
-    c.objective.tau0 = 1.0
-    c.objective.clip_eps = 0.2
-    c.objective.clip_eps_high = 0.2
-    c.objective.seq_agg = "mean"
-    c.objective.loss_agg = "seq-mean-token-mean"
-    c.objective.kl_coef = 0.0
-    c.objective.kl_estimator = "k3"
-    c.objective.entropy_coef = 0.0
+    c.objective.name = "lpo_fwd"      # any lpo_jax.objectives preset (grpo, dapo, lpo_fwd, lpo_rev, ...)
+    # Unset (None) fields keep the preset's value; see lpo_jax.objectives.ObjectiveConfig for their meaning.
+    c.objective.baseline = placeholder(str)          # grpo | drgrpo | rloo | maxrl | rpp_baseline | constant
+    c.objective.tau0 = placeholder(float)
+    c.objective.loss_agg = placeholder(str)
+    c.objective.clip_eps_low = placeholder(float)
+    c.objective.clip_eps_high = placeholder(float)
+    c.objective.seq_logprob_agg = placeholder(str)
+    c.objective.lpo_clip = placeholder(str)
+    c.objective.kl_coef = placeholder(float)
+    c.objective.kl_estimator = placeholder(str)
+    c.objective.entropy_coef = placeholder(float)
 
     c.selector = ml_collections.ConfigDict()
     c.selector.name = "dps"
@@ -113,18 +115,13 @@ _CHOICES = {
     "task.name": ("testbed", "countdown", "math", "jsonl"),
     "task.prompt_overflow": ("error", "truncate"),
     "rollout.old_logprobs": ("trainer", "sampler"),
-    "objective.tau_mode": OBJECTIVE_TAU_MODES,
-    "objective.seq_agg": ("mean", "sum"),
-    "objective.loss_agg": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
-    "objective.kl_estimator": ("k1", "k3", "low_var_kl"),
     "selector.name": SELECTORS,
     "optim.schedule": ("constant", "cosine"),
 }
 _POSITIVE = ("steps", "rollout.batch_prompts", "rollout.group_size", "rollout.max_new_tokens",
              "task.max_prompt_len", "train.mini_batches", "train.micro_batches", "checkpoint.keep",
              "eval.num_samples", "optim.lr", "selector.max_gen_rounds")
-_NONNEGATIVE = ("max_minutes", "rollout.temperature", "rollout.top_k", "objective.kl_coef",
-                "objective.entropy_coef", "optim.weight_decay", "optim.warmup_steps", "optim.grad_clip",
+_NONNEGATIVE = ("max_minutes", "rollout.temperature", "rollout.top_k", "optim.weight_decay", "optim.warmup_steps", "optim.grad_clip",
                 "checkpoint.every", "eval.every", "train.max_nonfinite", "eval.temperature")
 
 
@@ -176,9 +173,32 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError("config.model.source='hf' needs config.model.path: a local Hugging Face model directory")
     if cfg.task.name == "jsonl" and not cfg.task.train_path:
         raise ConfigError("config.task.name='jsonl' needs config.task.train_path (a .jsonl or .parquet file)")
-    from lpo_jax import objectives  # lazy: registries
-    try:
-        objectives.get_objective(cfg.objective.name)
-    except (KeyError, ValueError) as err:
-        raise ConfigError(f"config.objective.name={cfg.objective.name!r}: {err}") from None
+    objective_from_config(cfg)
     return cfg
+
+
+def objective_overrides(cfg: ml_collections.ConfigDict) -> dict:
+    """The objective fields the config sets (None = keep the preset's value)."""
+    return {k: v for k, v in cfg.objective.items() if k != "name" and v is not None}
+
+
+def objective_from_config(cfg: ml_collections.ConfigDict):
+    """The lpo_jax.objectives Objective named by cfg.objective, or ConfigError naming the bad field."""
+    from lpo_jax import objectives  # lazy: the registry
+    try:
+        return objectives.get_objective(cfg.objective.name, **objective_overrides(cfg))
+    except (KeyError, ValueError, TypeError) as err:
+        raise ConfigError(f"config.objective: {err}") from None
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Rejects command-line ``--config.a.b=v`` overrides whose key is not in the schema (before absl parses)."""
+    schema = set(_flat_keys(base_config()))
+    for arg in argv:
+        if arg.startswith("--config."):
+            key = arg[len("--config."):].split("=", 1)[0]
+            if key not in schema:
+                close = sorted(k for k in schema if k.split(".")[-1] == key.split(".")[-1])
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"unknown config key {key!r} in {arg!r}.{hint} Valid keys are listed in "
+                                  "lpo_jax/training/config.py:base_config.")

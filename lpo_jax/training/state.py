@@ -40,10 +40,12 @@ def make_optimizer(*, lr: float, b1: float = 0.9, b2: float = 0.999, weight_deca
     return optax.chain(*parts)
 
 
-def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Any, Any]:
-    """(graphdef, params, rest): trainable nnx.Param leaves apart from any other state."""
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Any]:
+    """(graphdef, params). The policy's state must be all nnx.Param (what the trainer updates)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, params, rest
+    if jax.tree.leaves(rest):
+        raise TypeError("the policy model holds non-Param state; the trainer expects only nnx.Param variables")
+    return graphdef, params
 
 
 def init_train_state(params: Any, optimizer: optax.GradientTransformation, rng: jax.Array) -> TrainState:

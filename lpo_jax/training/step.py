@@ -7,8 +7,9 @@ Gradient accumulation: a mini-batch of whole groups is split into ``micro_batche
 prompt axis; their gradients are averaged under ``lax.scan``. This is exact for group- and sequence-level loss
 aggregation (equal-size slices) and a close approximation for ``token-mean`` (slices differ in token count).
 
-Non-finite guard: if the loss or any gradient entry is not finite, the update is skipped (params and optimizer
-state returned unchanged) and ``metrics["skipped"] = 1``; the loop counts consecutive skips and stops the run.
+Non-finite guard: if the loss, any gradient entry or any updated parameter is not finite, the update is
+skipped (params and optimizer state returned unchanged) and ``metrics["skipped"] = 1``; the loop counts
+consecutive skips and stops the run.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class TrainBatch:
     attn_mask_BKL: 1 on real tokens (prompt and generated/observation tokens), 0 on padding.
     loss_mask_BKT: 1 on completion tokens the policy generated (observation and padding tokens are 0).
     old_logp_BKT: behaviour-policy log-probs of the completion tokens.
-    ref_logp_BKT: reference-policy log-probs (zeros when no KL term is used).
+    ref_logp_BKT: reference-policy log-probs, or None when the objective has no KL term.
     targets: the objective's per-rollout-batch targets (advantages or LPO log-targets), leading axes [B, K].
     """
 
@@ -39,7 +40,7 @@ class TrainBatch:
     attn_mask_BKL: jax.Array
     loss_mask_BKT: jax.Array
     old_logp_BKT: jax.Array
-    ref_logp_BKT: jax.Array
+    ref_logp_BKT: jax.Array | None
     targets: Any
 
 
@@ -59,10 +60,10 @@ def completion_logprobs(model: nnx.Module, tokens_NL: jax.Array, attn_mask_NL: j
     return logp_NT, entropy_NT
 
 
-def batch_logprobs(graphdef: nnx.GraphDef, params: Any, rest: Any, tokens_BKL: jax.Array,
-                   attn_mask_BKL: jax.Array, prompt_len: int) -> jax.Array:
+def batch_logprobs(graphdef: nnx.GraphDef, params: Any, tokens_BKL: jax.Array, attn_mask_BKL: jax.Array,
+                   prompt_len: int) -> jax.Array:
     """[B, K, T] completion log-probs for a whole rollout batch (old / reference log-probs, no gradient)."""
-    model = nnx.merge(graphdef, params, rest)
+    model = nnx.merge(graphdef, params)
     B, K, L = tokens_BKL.shape
     logp, _ = completion_logprobs(model, tokens_BKL.reshape(B * K, L), attn_mask_BKL.reshape(B * K, L), prompt_len)
     return logp.reshape(B, K, L - prompt_len)
@@ -73,7 +74,7 @@ def _tree_all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_train_step(graphdef: nnx.GraphDef, rest: Any, loss_fn: Callable, optimizer: optax.GradientTransformation,
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, optimizer: optax.GradientTransformation,
                     *, prompt_len: int, micro_batches: int = 1, with_entropy: bool = False) -> Callable:
     """Builds ``train_step(state, batch) -> (state, metrics)``.
 
@@ -82,7 +83,7 @@ def make_train_step(graphdef: nnx.GraphDef, rest: Any, loss_fn: Callable, optimi
     """
 
     def micro_loss(params, mb: TrainBatch):
-        model = nnx.merge(graphdef, params, rest)
+        model = nnx.merge(graphdef, params)
         B, K, L = mb.tokens_BKL.shape
         logp, entropy = completion_logprobs(model, mb.tokens_BKL.reshape(B * K, L),
                                             mb.attn_mask_BKL.reshape(B * K, L), prompt_len,
@@ -113,9 +114,9 @@ def make_train_step(graphdef: nnx.GraphDef, rest: Any, loss_fn: Callable, optimi
             zero = (zero[0][0], zero[0][1], zero[1])
             (loss, metrics, grads), _ = jax.lax.scan(body, zero, micro)
             loss, metrics, grads = jax.tree.map(lambda x: x / micro_batches, (loss, metrics, grads))
-        finite = jnp.isfinite(loss) & _tree_all_finite(grads)
         updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & _tree_all_finite(grads) & _tree_all_finite(new_params)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = state.replace(step=state.step + finite.astype(jnp.int32),
                                   params=keep(new_params, state.params),

@@ -1,0 +1,210 @@
+"""GPS selector (Generalizable Predictive Prompt Selection, spec §6): shared predictive model + max-sum.
+
+    selector = make_gps(embeddings_ND, batch_size=256, n_rollouts=8, preset="cpu", lambda_div=1.0)
+    state = selector.init(key)
+    state, selected_B, pred_M = selector.select(state, candidates_M, key)   # Eq. 10 + greedy max-sum
+    state = selector.update(state, selected_B, successes_B, n)              # G Adam steps on the ELBO
+
+select: z^(m) ~ p_eta(z | last batch) for m = 1..M (N(0, I) before the first update), predicted success
+g_c = mean_m sigmoid(dec(e_c, z^(m))) for every candidate in one batched call, then greedy max-sum
+(acquisition.py) with D_inter against the last W batches. update: G SVI (Adam) steps on the negative ELBO of
+gps_model.py with (previous batch, current batch), then the current batch becomes "last" and enters the ring.
+All state (SVIState with params, Adam moments and its PRNG key; last batch; history ring) is one pytree, so it
+checkpoints with the rest; select/update are jittable with static shapes and scan-friendly.
+
+Decisions where the spec is open (all options):
+- Distances for D_intra/D_inter are measured in units of the pool's mean pairwise embedding distance
+  (normalize_distances=True), so lambda_div does not depend on the embedding scale; False = raw ||.||_2.
+- The likelihood's n is the `n` passed to update (so DS-style partial groups work); n_rollouts only shapes
+  the example arguments at init.
+- elbo="trace" is NumPyro's Trace_ELBO (Monte-Carlo KL); "mean_field" uses TraceMeanField_ELBO (analytic KL).
+- CPU default preset "cpu" (~0.2M parameters: encoder/prior d_model 64, 2 layers, 4 heads, FFN 128; z 16;
+  decoder 3x64). The paper's ~20M model is preset="paper".
+"""
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+
+from lpo_jax.selection import acquisition, gps_model
+from lpo_jax.selection.base import Selector
+from lpo_jax.selection.validation import validate_candidates, validate_update
+
+DEFAULTS = dict(
+    preset="cpu",  # model size preset: "cpu" | "paper" | "tiny"; size fields below override it
+    num_z_samples=20,  # reparameterised samples in the ELBO
+    num_pred_samples=8,  # M in Eq. 10; 1 = Thompson-style single draw
+    adam_steps=1,  # G Adam steps per RL step
+    learning_rate=1e-4,
+    likelihood="binomial",  # or "mse"
+    mse_sigma=0.5 ** 0.5,
+    elbo="trace",  # "trace" (Trace_ELBO) | "mean_field" (TraceMeanField_ELBO, analytic KL)
+    lambda_div=1.0,
+    history_window=4,  # W
+    target=0.5,  # u(g) = -(g - target)^2
+    normalize_distances=True,
+    inter_distance="rms",  # D_inter: "mean" distance to each history prompt (spec) | "rms" (O(M*W*d))
+    distance_dim=64,  # None: distances in the full embedding space; int r: in its top-r PCA subspace
+    standardize_inputs=True,  # networks see per-dimension z-scored embeddings (pool mean/std)
+)
+_SIZE_FIELDS = ("d_model", "num_layers", "num_heads", "ffn_dim", "z_dim", "decoder_hidden")
+
+
+@flax.struct.dataclass
+class GPSState:
+    svi_state: Any  # numpyro SVIState(optim_state, mutable_state=None, rng_key)
+    last_idx_B: jax.Array  # i32[B] the most recent trained batch
+    last_s_B: jax.Array  # f32[B] its observed success rates c / n
+    has_last: jax.Array  # bool[] False until the first update (prior is then N(0, I))
+    hist_idx_WB: jax.Array  # i32[W, B] ring of the last W batches (for D_inter)
+    hist_valid_W: jax.Array  # bool[W]
+    step: jax.Array  # i32[] number of updates so far
+    neg_elbo: jax.Array  # f32[] loss of the last Adam step (NaN before the first update)
+
+
+class GPS(NamedTuple):
+    """Everything make_gps builds: the Selector plus the pieces tests, diagnostics and test-time use need."""
+
+    selector: Selector
+    predict: Callable  # (state, e_PD, key) -> f32[P] predicted success for arbitrary prompt embeddings
+    params: Callable  # state -> {"encoder$params", "prior$params", "decoder$params"}
+    networks: gps_model.Networks
+    net_config: gps_model.NetConfig
+    svi: SVI
+    hparams: dict
+
+
+def make_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> Selector:
+    """GPS Selector over a pool with embeddings f32[N, d] (see module docstring for the hparams)."""
+    return build_gps(embeddings_ND, batch_size=batch_size, n_rollouts=n_rollouts, **hparams).selector
+
+
+def build_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> GPS:
+    """Like make_gps, but also returns the predictor, parameter accessor, networks and SVI object."""
+    E_ND, hp = _validate(embeddings_ND, batch_size, n_rollouts, hparams)
+    num_prompts, embed_dim = E_ND.shape
+    B, W = int(batch_size), hp["history_window"]
+    cfg = gps_model.net_config(embed_dim, hp["preset"], **{k: hp[k] for k in _SIZE_FIELDS if k in hp})
+    nets = gps_model.build_networks(cfg, jax.random.key(0))  # structure only; init(key) draws the weights
+    model, guide = gps_model.make_model_and_guide(nets, num_z_samples=hp["num_z_samples"],
+                                                  likelihood=hp["likelihood"], mse_sigma=hp["mse_sigma"])
+    loss = Trace_ELBO() if hp["elbo"] == "trace" else TraceMeanField_ELBO()
+    svi = SVI(model, guide, optax.adam(hp["learning_rate"]), loss)
+    E_dist_ND = _distance_space(E_ND, hp["distance_dim"], hp["normalize_distances"])
+    if hp["standardize_inputs"]:
+        E_ND = (E_ND - E_ND.mean(0)) / jnp.maximum(E_ND.std(0), 1e-6)
+
+    def example_args(n):
+        zeros_i, zeros_f = jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.float32)
+        return (E_ND[zeros_i], zeros_f, jnp.asarray(False), E_ND[zeros_i], zeros_f, jnp.float32(n))
+
+    def init(key) -> GPSState:
+        init_key, svi_key = jax.random.split(key)
+        params = gps_model.init_param_dict(cfg, init_key)
+        svi_state = svi.init(svi_key, *example_args(n_rollouts), init_params=params)
+        return GPSState(svi_state=svi_state, last_idx_B=jnp.zeros((B,), jnp.int32),
+                        last_s_B=jnp.zeros((B,), jnp.float32), has_last=jnp.asarray(False),
+                        hist_idx_WB=jnp.zeros((W, B), jnp.int32), hist_valid_W=jnp.zeros((W,), bool),
+                        step=jnp.asarray(0, jnp.int32), neg_elbo=jnp.asarray(jnp.nan, jnp.float32))
+
+    jax.eval_shape(init, jax.random.key(0))  # sets svi.constrain_fn once, so update works after a restore
+
+    def params_of(state):
+        return svi.get_params(state.svi_state)
+
+    def predict(state, e_PD, key):
+        """Eq. 10: mean over M prior samples z ~ p_eta(z | last batch) of sigmoid(dec(e, z)): f32[P]."""
+        _, prior, decoder = gps_model.apply_networks(params_of(state), nets)
+        mu, sigma = gps_model.prior_params(prior, E_ND[state.last_idx_B], state.last_s_B, state.has_last)
+        z_MZ = mu + sigma * jax.random.normal(key, (hp["num_pred_samples"],) + mu.shape, mu.dtype)
+        return jax.nn.sigmoid(decoder(e_PD, z_MZ)).mean(axis=0)
+
+    def select(state, candidates_M, key):
+        validate_candidates(candidates_M, num_prompts, B)
+        candidates_M = jnp.asarray(candidates_M, jnp.int32)
+        pred_M = predict(state, E_ND[candidates_M], key)
+        e_MD = E_dist_ND[candidates_M]
+        if hp["inter_distance"] == "rms":
+            hist_dist_M = acquisition.history_rms_distance(e_MD, E_dist_ND[state.hist_idx_WB], state.hist_valid_W)
+        else:
+            hist_dist_M = acquisition.history_distance(e_MD, E_dist_ND[state.hist_idx_WB.reshape(-1)],
+                                                       jnp.repeat(state.hist_valid_W, B))
+        result = acquisition.greedy_max_sum(acquisition.success_utility(pred_M, hp["target"]), e_MD,
+                                            hist_dist_M, B, hp["lambda_div"])
+        return state, candidates_M[result.selected_B], pred_M
+
+    def update(state, selected_B, successes_B, n):
+        validate_update(selected_B, successes_B, n, num_prompts)
+        if np.shape(selected_B) != (B,):
+            raise ValueError(f"selected must have batch_size={B} prompt ids, got shape {np.shape(selected_B)}")
+        selected_B = jnp.asarray(selected_B, jnp.int32)
+        counts_B = jnp.asarray(successes_B, jnp.float32)
+        n = jnp.asarray(n, jnp.float32)
+        args = (E_ND[state.last_idx_B], state.last_s_B, state.has_last, E_ND[selected_B], counts_B, n)
+
+        def adam_step(_, carry):
+            return svi.update(carry[0], *args)
+
+        svi_state, loss = jax.lax.fori_loop(0, hp["adam_steps"], adam_step,
+                                            (state.svi_state, jnp.asarray(jnp.nan, jnp.float32)))
+        slot = state.step % W
+        return state.replace(svi_state=svi_state, last_idx_B=selected_B, last_s_B=counts_B / n,
+                             has_last=jnp.asarray(True), hist_idx_WB=state.hist_idx_WB.at[slot].set(selected_B),
+                             hist_valid_W=state.hist_valid_W.at[slot].set(True), step=state.step + 1,
+                             neg_elbo=loss.astype(jnp.float32))
+
+    return GPS(Selector(init, select, update), predict, params_of, nets, cfg, svi, hp)
+
+
+def _distance_space(E_ND, distance_dim, normalize):
+    """Embeddings used for D_intra / D_inter: optionally PCA-projected and rescaled to unit mean distance."""
+    if distance_dim is not None and distance_dim < E_ND.shape[1]:
+        centered = E_ND - E_ND.mean(0)
+        _, _, vt = jnp.linalg.svd(centered, full_matrices=False)
+        E_ND = centered @ vt[:distance_dim].T
+    return E_ND / _distance_unit(E_ND) if normalize else E_ND
+
+
+def _distance_unit(E_ND, max_points=1024):
+    """Mean pairwise distance over an evenly strided subsample of the pool (deterministic)."""
+    stride = max(1, E_ND.shape[0] // max_points)
+    sample = E_ND[::stride][:max_points]
+    if sample.shape[0] < 2:
+        return jnp.float32(1.0)
+    unit = acquisition.mean_pairwise_distance(sample)
+    return jnp.where(unit > 0, unit, 1.0)
+
+
+def _validate(embeddings_ND, batch_size, n_rollouts, hparams):
+    unknown = set(hparams) - set(DEFAULTS) - set(_SIZE_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown GPS hyperparameters {sorted(unknown)}; valid: "
+                        f"{sorted(set(DEFAULTS) | set(_SIZE_FIELDS))}")
+    hp = dict(DEFAULTS, **hparams)
+    E_ND = jnp.asarray(embeddings_ND)
+    if E_ND.ndim != 2 or not jnp.issubdtype(E_ND.dtype, jnp.floating):
+        raise ValueError(f"embeddings must be a float array of shape [N, d] (one row per prompt), got "
+                         f"{E_ND.dtype}{list(E_ND.shape)}")
+    if not bool(jnp.all(jnp.isfinite(E_ND))):
+        raise ValueError("embeddings contain NaN or inf; clean or re-embed the prompts")
+    E_ND = E_ND.astype(jnp.float32)
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= E_ND.shape[0]:
+        raise ValueError(f"batch_size must be an int in [1, N={E_ND.shape[0]}], got {batch_size!r}")
+    if not isinstance(n_rollouts, int) or n_rollouts < 1:
+        raise ValueError(f"n_rollouts must be a positive int, got {n_rollouts!r}")
+    for name in ("num_z_samples", "num_pred_samples", "adam_steps", "history_window"):
+        if not isinstance(hp[name], int) or hp[name] < 1:
+            raise ValueError(f"{name} must be a positive int, got {hp[name]!r}")
+    if hp["elbo"] not in ("trace", "mean_field"):
+        raise ValueError(f"elbo must be 'trace' or 'mean_field', got {hp['elbo']!r}")
+    if hp["inter_distance"] not in ("mean", "rms"):
+        raise ValueError(f"inter_distance must be 'mean' or 'rms', got {hp['inter_distance']!r}")
+    if hp["distance_dim"] is not None and (not isinstance(hp["distance_dim"], int) or hp["distance_dim"] < 1):
+        raise ValueError(f"distance_dim must be None or a positive int, got {hp['distance_dim']!r}")
+    if hp["lambda_div"] < 0:
+        raise ValueError(f"lambda_div must be >= 0, got {hp['lambda_div']}")
+    return E_ND, hp

@@ -1,0 +1,139 @@
+"""Synthetic prompt dynamics for comparing selectors without an LLM (spec §8).
+
+    logit gamma_{tau,t} = -d_tau + g t + a x_tau + b sum_{tau'} K(e_tau, e_tau') x_tau' / N,   c ~ Binomial(n, gamma)
+    d_tau = mu_d + sigma_d (rho z_tau + sqrt(1 - rho^2) eps_tau),   z = standardised w.e,   eps ~ N(0, 1)
+    x_tau = times tau was trained,   K(e, e') = exp(-|e - e'|^2 / l^2)
+
+- difficulty d is partly predictable from the embedding: corr(w.e, d) = rho (`embed_corr`, default 0.2);
+  sigma_d = 3 puts most prompts near gamma = 0 or 1 at the start, so mixed groups are a minority under
+  uniform sampling (~30% at k = 8) and selection has something to gain;
+- g t: global policy drift; a x: self-exposure (only trained prompts gain it, not DS discards);
+- kernel transfer: training a prompt helps similar prompts. It is maintained exactly and incrementally:
+  each step adds (b / N) K(E, E[trained]) @ 1 to a per-prompt transfer array, O(N B d) per step (10k x 256 x 32
+  is ~0.1 GFLOP), so no approximation is needed at N = 10k;
+- embeddings: synthetic Gaussian topic mixture by default (topic sizes ~ Dirichlet, so some regions of
+  embedding space are dense and receive more transfer), or pass your own f32[N, d] (e.g. WordLlama);
+- a held-out split (never offered as candidates, never trained) measures how well a shared predictor
+  generalises: its gamma moves only by drift and transfer.
+"""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+@dataclasses.dataclass(frozen=True)
+class SimConfig:
+    num_prompts: int = 10_000
+    dim: int = 32
+    num_topics: int = 16
+    topic_spread: float = 0.5  # within-topic std relative to the between-topic std
+    topic_concentration: float = 1.0  # Dirichlet concentration of topic sizes
+    heldout_fraction: float = 0.1
+    difficulty_mean: float = 1.0
+    difficulty_std: float = 3.0
+    embed_corr: float = 0.2
+    drift: float = 0.01  # g, logit per step
+    self_exposure: float = 0.25  # a, logit per training
+    transfer: float = 20.0  # b
+    lengthscale: float = 0.7  # l, in embedding units (within-topic distance^2 ~ 2 spread^2 = 0.5)
+
+    def __post_init__(self):
+        if self.num_prompts < 2 or self.dim < 1 or self.num_topics < 1:
+            raise ValueError(f"need num_prompts >= 2, dim >= 1, num_topics >= 1: {self}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must lie in [0, 1), got {self.heldout_fraction}")
+        if not -1.0 <= self.embed_corr <= 1.0 or self.difficulty_std < 0 or self.lengthscale <= 0:
+            raise ValueError(f"need |embed_corr| <= 1, difficulty_std >= 0, lengthscale > 0: {self}")
+
+    @property
+    def num_heldout(self) -> int:
+        return int(round(self.heldout_fraction * self.num_prompts))
+
+
+@struct.dataclass
+class SimState:
+    embeddings_ND: jnp.ndarray
+    difficulty_N: jnp.ndarray
+    embed_score_N: jnp.ndarray  # standardised w.e (the predictable part of difficulty)
+    exposure_N: jnp.ndarray  # f32 times trained
+    transfer_N: jnp.ndarray  # f32 b * sum_tau' K x_tau' / N
+    step: jnp.ndarray  # i32
+    train_ids: jnp.ndarray  # i32[N - H]: candidate pool
+    heldout_ids: jnp.ndarray  # i32[H]: never offered, never trained
+    drift: float = struct.field(pytree_node=False, default=0.01)
+    self_exposure: float = struct.field(pytree_node=False, default=0.25)
+    transfer: float = struct.field(pytree_node=False, default=20.0)
+    lengthscale: float = struct.field(pytree_node=False, default=0.7)
+
+
+def synthetic_embeddings(key, cfg: SimConfig):
+    """Gaussian topic mixture, f32[N, d], |e|^2 ~ 1 + spread^2; topic sizes ~ Dirichlet(concentration)."""
+    k_w, k_t, k_mu, k_xi = jax.random.split(key, 4)
+    weights = jax.random.dirichlet(k_w, jnp.full((cfg.num_topics,), cfg.topic_concentration))
+    topic = jax.random.categorical(k_t, jnp.log(weights), shape=(cfg.num_prompts,))
+    mu = jax.random.normal(k_mu, (cfg.num_topics, cfg.dim)) / np.sqrt(cfg.dim)
+    xi = jax.random.normal(k_xi, (cfg.num_prompts, cfg.dim)) * cfg.topic_spread / np.sqrt(cfg.dim)
+    return mu[topic] + xi
+
+
+def make_simulator(cfg: SimConfig, key, embeddings=None) -> SimState:
+    """A fresh simulated pool. `embeddings` f32[N, d] replaces the synthetic ones if given."""
+    k_e, k_w, k_eps, k_split = jax.random.split(key, 4)
+    emb = synthetic_embeddings(k_e, cfg) if embeddings is None else jnp.asarray(embeddings, jnp.float32)
+    if emb.shape[0] != cfg.num_prompts or emb.ndim != 2:
+        raise ValueError(f"embeddings must be f32[{cfg.num_prompts}, d], got shape {emb.shape}.")
+    w = jax.random.normal(k_w, (emb.shape[1],))
+    proj = emb @ w
+    z = (proj - proj.mean()) / (proj.std() + 1e-8)
+    eps = jax.random.normal(k_eps, (cfg.num_prompts,))
+    rho = cfg.embed_corr
+    d = cfg.difficulty_mean + cfg.difficulty_std * (rho * z + np.sqrt(1.0 - rho**2) * eps)
+    perm = jax.random.permutation(k_split, cfg.num_prompts).astype(jnp.int32)
+    h = cfg.num_heldout
+    zeros = jnp.zeros((cfg.num_prompts,), jnp.float32)
+    return SimState(embeddings_ND=emb, difficulty_N=d, embed_score_N=z, exposure_N=zeros, transfer_N=zeros,
+                    step=jnp.int32(0), train_ids=jnp.sort(perm[h:]), heldout_ids=jnp.sort(perm[:h]),
+                    drift=cfg.drift, self_exposure=cfg.self_exposure, transfer=cfg.transfer,
+                    lengthscale=cfg.lengthscale)
+
+
+def success_logit(sim: SimState):
+    """logit gamma for every prompt at the current step, f32[N]."""
+    return -sim.difficulty_N + sim.drift * sim.step + sim.self_exposure * sim.exposure_N + sim.transfer_N
+
+
+def true_success(sim: SimState):
+    return jax.nn.sigmoid(success_logit(sim))
+
+
+def oracle_embedding_logit(sim: SimState, difficulty_std: float, embed_corr: float):
+    """Best prediction of an untrained prompt's logit from its embedding and the shared history alone."""
+    return -difficulty_std * embed_corr * sim.embed_score_N + sim.transfer_N
+
+
+def env_rollout(sim: SimState, ids_B, key, n: int):
+    """Successes c ~ Binomial(n, gamma) for prompts ids_B; does not change the environment."""
+    gamma = true_success(sim)[ids_B]
+    return jax.random.binomial(key, n, gamma).astype(jnp.int32)
+
+
+def env_train(sim: SimState, ids_B, trained_B) -> SimState:
+    """One RL step of training on prompts ids_B where trained_B: exposure, kernel transfer, drift clock."""
+    m = trained_B.astype(jnp.float32)
+    e_sel = sim.embeddings_ND[ids_B]
+    d2 = (jnp.sum(sim.embeddings_ND**2, -1)[:, None] + jnp.sum(e_sel**2, -1)[None, :]
+          - 2.0 * sim.embeddings_ND @ e_sel.T)
+    kern = jnp.exp(-jnp.maximum(d2, 0.0) / sim.lengthscale**2)
+    n_prompts = sim.embeddings_ND.shape[0]
+    return sim.replace(exposure_N=sim.exposure_N.at[ids_B].add(m),
+                       transfer_N=sim.transfer_N + (sim.transfer / n_prompts) * (kern @ m),
+                       step=sim.step + 1)
+
+
+def env_step(sim: SimState, selected_B, key, n: int):
+    """Spec signature: roll out the selected prompts, train on all of them. Returns (sim, successes)."""
+    successes = env_rollout(sim, selected_B, key, n)
+    return env_train(sim, selected_B, jnp.ones(selected_B.shape, bool)), successes

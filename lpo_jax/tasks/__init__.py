@@ -1,0 +1,1 @@
+"""lpo_jax.tasks."""

@@ -1,0 +1,174 @@
+"""Shared success predictor Ṽψ(H) for prompts and prefixes (spec §1.4, our design).
+
+phi(H) = [stop_gradient(mean-pooled hidden state h, [D]), turn / max_turns, searches / max_turns]
+-> Linear(F, hidden) -> tanh -> Linear(hidden, 1) -> sigmoid.   (F = D + 2)
+
+Training: weighted MSE (default) or soft-target BCE on tree targets V̂, weight = leaves under the node
+(`targets.predictor_targets`); rows go to a FIFO replay ring of `buffer_size` (static arrays, padded rows
+skipped); each RL step runs `n_updates` Adam steps on minibatches drawn uniformly from the filled ring,
+*before* the next allocation. Warm start: `predict` returns 0.5 while fewer than `n_warm` RL steps have
+been recorded (uniform stages). The whole state is a pytree (checkpoint it with the trainer state).
+
+Use (all jittable with the config static)::
+
+    state = predictor_init(cfg, key)
+    v = predict(cfg, state, features(h, turn, n_search, cfg.max_turns))     # [N] in [0, 1]
+    state, metrics = predictor_step(cfg, state, x, target, weight, valid, key)
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+LOSSES = ("mse", "bce")
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictorConfig:
+    """Static predictor settings (hashable; pass as a static jit argument)."""
+
+    feature_dim: int                      # D of the pooled hidden state
+    hidden: int = 64
+    max_turns: int = 5
+    lr: float = 1e-3
+    n_updates: int = 4
+    batch_size: int = 256
+    buffer_size: int = 4096
+    n_warm: int = 0
+    loss: str = "mse"
+    init_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"PredictorConfig.loss must be one of {LOSSES}, got {self.loss!r}")
+        for name in ("feature_dim", "hidden", "max_turns", "batch_size", "buffer_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PredictorConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_updates < 0 or self.n_warm < 0 or self.lr <= 0:
+            raise ValueError("PredictorConfig needs n_updates >= 0, n_warm >= 0 and lr > 0")
+
+    @property
+    def in_dim(self) -> int:
+        return self.feature_dim + 2
+
+
+@flax.struct.dataclass
+class PredictorState:
+    params: dict
+    opt_state: optax.OptState
+    buf_x: jnp.ndarray        # [S, F]
+    buf_y: jnp.ndarray        # [S]
+    buf_w: jnp.ndarray        # [S]
+    buf_valid: jnp.ndarray    # [S] bool
+    write_pos: jnp.ndarray    # i32, next ring slot
+    rl_steps: jnp.ndarray     # i32, RL steps recorded (warm start counter)
+
+
+def _optimizer(cfg: PredictorConfig):
+    return optax.adam(cfg.lr)
+
+
+def features(h_ND, turn_N, n_search_N, max_turns: int):
+    """phi(H) = [stop_gradient(h), turn / max_turns, n_search / max_turns], [N, D + 2] float32."""
+    h = jax.lax.stop_gradient(jnp.asarray(h_ND, jnp.float32))
+    extra = jnp.stack([jnp.asarray(turn_N, jnp.float32), jnp.asarray(n_search_N, jnp.float32)], -1) / max_turns
+    return jnp.concatenate([h, extra], -1)
+
+
+def predictor_init(cfg: PredictorConfig, key) -> PredictorState:
+    k1, k2 = jax.random.split(key)
+    F, H = cfg.in_dim, cfg.hidden
+    params = {"w1": cfg.init_scale * jax.random.normal(k1, (F * H,)).reshape(F, H) / jnp.sqrt(F),
+              "b1": jnp.zeros((H,)),
+              "w2": cfg.init_scale * jax.random.normal(k2, (H,)) / jnp.sqrt(H), "b2": jnp.zeros(())}
+    S = cfg.buffer_size
+    return PredictorState(params, _optimizer(cfg).init(params), jnp.zeros((S, F)), jnp.zeros((S,)),
+                          jnp.zeros((S,)), jnp.zeros((S,), bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+def _logits(params, x_NF):
+    return jnp.tanh(x_NF @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+
+
+def predict_raw(params, x_NF):
+    """sigmoid(MLP(x)) without the warm start, [N]."""
+    return jax.nn.sigmoid(_logits(params, jnp.asarray(x_NF, jnp.float32)))
+
+
+def predict(cfg: PredictorConfig, state: PredictorState, x_NF):
+    """Ṽψ in [0, 1], [N]; 0.5 everywhere during the first `n_warm` RL steps."""
+    _check_x(cfg, x_NF)
+    return jnp.where(state.rl_steps < cfg.n_warm, 0.5, predict_raw(state.params, x_NF))
+
+
+def _check_x(cfg, x_NF):
+    if jnp.ndim(x_NF) != 2 or jnp.shape(x_NF)[-1] != cfg.in_dim:
+        raise ValueError(f"features must be [N, {cfg.in_dim}] (feature_dim + 2, see features()), got "
+                         f"{jnp.shape(x_NF)}")
+
+
+def loss_fn(params, x_NF, y_N, w_N, kind: str = "mse"):
+    """Weighted mean of squared error (or soft BCE) over rows; 0 when all weights are 0."""
+    logits = _logits(params, x_NF)
+    if kind == "mse":
+        per = (jax.nn.sigmoid(logits) - y_N) ** 2
+    else:
+        per = optax.sigmoid_binary_cross_entropy(logits, y_N)
+    return (w_N * per).sum() / jnp.maximum(w_N.sum(), 1e-8)
+
+
+def push(cfg: PredictorConfig, state: PredictorState, x_NF, y_N, w_N, valid_N) -> PredictorState:
+    """Writes the valid rows (in order) into the FIFO ring; if more than buffer_size, keeps the last ones."""
+    _check_x(cfg, x_NF)
+    S = cfg.buffer_size
+    valid = jnp.asarray(valid_N, bool) & (jnp.asarray(w_N) > 0)
+    rank = jnp.cumsum(valid) - 1
+    n_new = valid.sum()
+    keep = valid & (rank >= n_new - S)
+    slot = jnp.where(keep, (state.write_pos + rank) % S, S)  # S = out of range -> dropped
+    put = lambda buf, val: buf.at[slot].set(jnp.asarray(val, buf.dtype), mode="drop")
+    return state.replace(buf_x=put(state.buf_x, x_NF), buf_y=put(state.buf_y, y_N), buf_w=put(state.buf_w, w_N),
+                         buf_valid=put(state.buf_valid, keep),
+                         write_pos=((state.write_pos + n_new) % S).astype(jnp.int32))
+
+
+def train(cfg: PredictorConfig, state: PredictorState, key):
+    """`n_updates` Adam steps on uniform minibatches from the ring -> (state, metrics {'loss', 'n_buffer'})."""
+    tx = _optimizer(cfg)
+    n_filled = state.buf_valid.sum()
+    probs = state.buf_valid / jnp.maximum(n_filled, 1)
+
+    def one(carry, k):
+        params, opt_state = carry
+        idx = jax.random.choice(k, cfg.buffer_size, (cfg.batch_size,), p=probs)
+        w = state.buf_w[idx] * state.buf_valid[idx]
+        loss, grads = jax.value_and_grad(loss_fn)(params, state.buf_x[idx], state.buf_y[idx], w, cfg.loss)
+        updates, new_opt = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        skip = n_filled == 0
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(skip, b, a), new, old)
+        return (keep(new_params, params), keep(new_opt, opt_state)), loss
+
+    (params, opt_state), losses = jax.lax.scan(one, (state.params, state.opt_state),
+                                               jax.random.split(key, max(cfg.n_updates, 1))[: cfg.n_updates])
+    loss = losses[-1] if cfg.n_updates else jnp.zeros(())
+    return state.replace(params=params, opt_state=opt_state), {"loss": loss, "n_buffer": n_filled}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def predictor_step(cfg: PredictorConfig, state: PredictorState, x_NF, y_N, w_N, valid_N, key):
+    """push + train + count one RL step (jitted; cfg static). Returns (state, metrics)."""
+    state = push(cfg, state, x_NF, y_N, w_N, valid_N)
+    state, metrics = train(cfg, state, key)
+    return state.replace(rl_steps=state.rl_steps + 1), metrics
+
+
+def weighted_mse(pred_N, target_N, weight_N):
+    """Σ w (pred - target)^2 / Σ w (padded rows: weight 0)."""
+    w = jnp.asarray(weight_N, jnp.float32)
+    return (w * (pred_N - target_N) ** 2).sum() / jnp.maximum(w.sum(), 1e-8)
