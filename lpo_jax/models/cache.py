@@ -1,7 +1,9 @@
 """Static-shape KV cache for incremental decoding.
 
-k, v are tuples of per-layer arrays [B, S, KV, Dh] (not one stacked array), so that updating one layer
+k, v are tuples of per-layer arrays [B, KV, S, Dh] (not one stacked array), so that updating one layer
 with `jax.lax.dynamic_update_slice` inside a jit with donation is in place and never copies the cache.
+The head-major layout lets both attention matmuls read the cache as it is stored (with [B, S, KV, Dh]
+XLA transposes - copies - the whole cache of every layer at every decode step).
 All rows share one write index (static shapes); `valid_BS` marks slots holding real tokens, so left
 padding and finished rows are excluded from attention.
 """
@@ -16,8 +18,8 @@ from lpo_jax.models.config import ModelConfig
 
 @flax.struct.dataclass
 class KVCache:
-    k: tuple            # per layer [B, S, KV, Dh]
-    v: tuple            # per layer [B, S, KV, Dh]
+    k: tuple            # per layer [B, KV, S, Dh]
+    v: tuple            # per layer [B, KV, S, Dh]
     valid_BS: jax.Array  # bool [B, S]
     index: jax.Array    # int32 scalar: next write slot
 
@@ -27,7 +29,7 @@ class KVCache:
         if batch <= 0 or max_len <= 0:
             raise ValueError(f"KVCache.init needs batch > 0 and max_len > 0, got {batch}, {max_len}")
         dtype = jnp.dtype(dtype or cfg.dtype)
-        shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
         return cls(k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
                    v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
                    valid_BS=jnp.zeros((batch, max_len), bool),
@@ -53,10 +55,12 @@ class KVCache:
         tk = lambda x: jnp.take(x, rows, axis=0)
         return self.replace(k=tuple(map(tk, self.k)), v=tuple(map(tk, self.v)), valid_BS=tk(self.valid_BS))
 
-    def write(self, layer: int, k_BTKD: jax.Array, v_BTKD: jax.Array) -> tuple:
-        """(k_BSKD, v_BSKD) of `layer` with T new entries written at [index, index+T). Pure."""
+    def write(self, layer: int, k_BKTD: jax.Array, v_BKTD: jax.Array) -> tuple:
+        """(k_BKSD, v_BKSD) of `layer` with T new entries written at slots [index, index+T). Pure.
+
+        The caller keeps index + T <= max_len (dynamic_update_slice would clamp the start otherwise)."""
         zero = jnp.zeros((), jnp.int32)
-        start = (zero, self.index, zero, zero)
-        k = jax.lax.dynamic_update_slice(self.k[layer], k_BTKD.astype(self.k[layer].dtype), start)
-        v = jax.lax.dynamic_update_slice(self.v[layer], v_BTKD.astype(self.v[layer].dtype), start)
+        start = (zero, zero, self.index, zero)
+        k = jax.lax.dynamic_update_slice(self.k[layer], k_BKTD.astype(self.k[layer].dtype), start)
+        v = jax.lax.dynamic_update_slice(self.v[layer], v_BKTD.astype(self.v[layer].dtype), start)
         return k, v

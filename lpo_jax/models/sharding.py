@@ -122,7 +122,7 @@ def batch_sharding(mesh, shape, rules: AxisRules | None = None) -> NamedSharding
 def cache_shardings(cache, mesh, rules: AxisRules | None = None):
     """Shardings for a KVCache: batch over ('data','fsdp'), KV heads over 'tensor' where they divide."""
     def kv(x):
-        return NamedSharding(mesh, logical_to_spec(("batch", "length", "kv_heads", "head_dim"), x.shape,
+        return NamedSharding(mesh, logical_to_spec(("batch", "kv_heads", "length", "head_dim"), x.shape,
                                                    mesh, rules))
     return cache.replace(k=tuple(map(kv, cache.k)), v=tuple(map(kv, cache.v)),
                          valid_BS=NamedSharding(mesh, logical_to_spec(("batch", "length"), cache.valid_BS.shape,

@@ -20,6 +20,7 @@ import numpy as np
 
 from lpo_jax.models.cache import KVCache
 from lpo_jax.models.config import ModelConfig
+from lpo_jax.models.sharding import logical_to_spec
 
 _F32 = jnp.float32
 _INIT_STD = 0.02
@@ -111,7 +112,7 @@ class Attention(nnx.Module):
         self.cfg = cfg
 
     def project(self, x_BTD, cos, sin):
-        """q [B,T,H,Dh], k, v [B,T,KV,Dh] with biases, q/k norms and RoPE applied."""
+        """q [B,T,H,Dh] and k, v [B,KV,T,Dh] (the cache layout) with biases, q/k norms and RoPE applied."""
         cfg, dt = self.cfg, x_BTD.dtype
         q = jnp.einsum("btd,dhk->bthk", x_BTD, self.q_proj[...].astype(dt))
         k = jnp.einsum("btd,dhk->bthk", x_BTD, self.k_proj[...].astype(dt))
@@ -121,18 +122,22 @@ class Attention(nnx.Module):
                        v + self.v_bias[...].astype(dt))
         if cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+        k = apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
-    def attend(self, q_BTHK, k_BSKD, v_BSKD, mask_BTS) -> jax.Array:
-        """Grouped-query attention; returns the output projection [B, T, D]."""
+    def attend(self, q_BTHK, k_BKSD, v_BKSD, mask_BTS) -> jax.Array:
+        """Grouped-query attention over keys/values [B, KV, S, Dh]; returns the output projection [B, T, D].
+
+        K/V stay in the cache layout: both attention matmuls then batch over (B, KV) with no transpose or
+        copy of the (possibly long) cache; only the T queries are rearranged."""
         cfg = self.cfg
         b, t, h, hd = q_BTHK.shape
         q = q_BTHK.reshape(b, t, cfg.num_kv_heads, cfg.num_groups, hd)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k_BSKD.astype(q.dtype), preferred_element_type=_F32)
+        scores = jnp.einsum("btkgd,bksd->bkgts", q, k_BKSD.astype(q.dtype), preferred_element_type=_F32)
         scores = scores * np.float32(hd ** -0.5)
         scores = jnp.where(mask_BTS[:, None, None], scores, jnp.finfo(_F32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BSKD.astype(q.dtype)).reshape(b, t, h, hd)
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, v_BKSD.astype(q.dtype)).reshape(b, t, h, hd)
         return jnp.einsum("bthk,hkd->btd", out, self.o_proj[...].astype(q.dtype))
 
 
@@ -193,37 +198,28 @@ class Transformer(nnx.Module):
             self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size), cfg.param_dtype, ("embed", "vocab"))
 
     # -------------------------------------------------------------- pieces
-    def _constrain_batch(self, x):
-        """Shard the leading (batch) dim over ('data', 'fsdp') when a mesh is attached and it divides."""
-        mesh = self.mesh
-        if mesh is None:
+    def _constrain(self, x, logical_axes):
+        """with_sharding_constraint by the logical-axis rules when a mesh is attached (else identity)."""
+        if self.mesh is None:
             return x
-        axes = tuple(a for a in ("data", "fsdp") if a in mesh.shape and mesh.shape[a] > 1)
-        if not axes or x.shape[0] % math.prod(mesh.shape[a] for a in axes):
-            return x
-        spec = jax.sharding.PartitionSpec(axes, *([None] * (x.ndim - 1)))
-        return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+        spec = logical_to_spec(logical_axes, x.shape, self.mesh)
+        return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(self.mesh, spec))
 
-    def _constrain_cache(self, x_BSKD):
+    def _constrain_batch(self, x):
+        """Activations: batch over ('data', 'fsdp') where those axes divide it."""
+        return self._constrain(x, ("batch",) + (None,) * (x.ndim - 1))
+
+    def _constrain_cache(self, x_BKSD):
         """Keep cache arrays in their layout (batch over data/fsdp, KV heads over tensor) so a donated
         cache is updated in place instead of being resharded every step."""
-        if self.mesh is None:
-            return x_BSKD
-        from lpo_jax.models.sharding import logical_to_spec
-
-        spec = logical_to_spec(("batch", "length", "kv_heads", "head_dim"), x_BSKD.shape, self.mesh)
-        return jax.lax.with_sharding_constraint(x_BSKD, jax.sharding.NamedSharding(self.mesh, spec))
+        return self._constrain(x_BKSD, ("batch", "kv_heads", "length", "head_dim"))
 
     def _embed(self, tokens_BT):
         tokens_BT = jnp.asarray(tokens_BT)
         if tokens_BT.ndim != 2 or not jnp.issubdtype(tokens_BT.dtype, jnp.integer):
             raise ValueError(f"tokens must be an integer array [B, T], got {tokens_BT.dtype}{tokens_BT.shape}")
-        table = self.embed[...]
-        if self.mesh is not None and "tensor" in self.mesh.shape:
-            # FSDP-style: gather the table's embed dim before the lookup (vocab stays tensor-sharded).
-            spec = ("tensor" if self.cfg.vocab_size % self.mesh.shape["tensor"] == 0 else None, None)
-            table = jax.lax.with_sharding_constraint(
-                table, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*spec)))
+        # FSDP-style: gather the table's embed dim before the lookup (vocab stays tensor-sharded).
+        table = self._constrain(self.embed[...], ("vocab", None))
         x = jnp.take(table, tokens_BT, axis=0).astype(self.cfg.dtype)
         return self._constrain_batch(x)
 

@@ -113,14 +113,16 @@ def call_envs(calls, timeout_s: float | None, max_workers: int, error_format: st
     pool = cf.ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(calls))))
     try:
         futures = [pool.submit(env.step, action) for env, action in calls]
+        cf.wait(futures, timeout=timeout_s)          # one deadline for the whole batch of calls
         results = []
         for fut in futures:
-            try:
-                obs, done, reward, info = fut.result(timeout=timeout_s)
-                results.append((str(obs), bool(done), float(reward), dict(info or {})))
-            except cf.TimeoutError:
+            if not fut.done():
                 msg = f"TimeoutError: tool call exceeded {timeout_s} s"
                 results.append((error_format.format(error=msg), False, 0.0, {"error": msg, "timeout": True}))
+                continue
+            try:
+                obs, done, reward, info = fut.result()
+                results.append((str(obs), bool(done), float(reward), dict(info or {})))
             except Exception as exc:  # noqa: BLE001 - any tool failure becomes an observation
                 msg = error_text(exc)
                 results.append((error_format.format(error=msg), False, 0.0, {"error": msg}))

@@ -40,36 +40,42 @@ class SampleOutput:
 
 @flax.struct.dataclass
 class DecodeState:
-    """Where every row stands: its KV cache, next-token logits [B, V] f32 and next position [B] int32."""
+    """Where every row stands: its KV cache, the final hidden state of its last real token [B, D] (the
+    next-token logits are `model.logits(hidden)`; a hidden state is V/D times smaller to carry) and the
+    position of its next token [B] int32."""
 
     cache: KVCache
-    logits: jax.Array
+    hidden: jax.Array
     next_pos: jax.Array
+
+    @property
+    def batch_size(self) -> int:
+        return self.hidden.shape[0]
 
     def take(self, rows) -> "DecodeState":
         """Select / duplicate rows (e.g. K continuations of one prefix share its computation)."""
         rows = jnp.asarray(rows, jnp.int32)
-        return DecodeState(self.cache.take(rows), jnp.take(self.logits, rows, 0), jnp.take(self.next_pos, rows, 0))
+        return DecodeState(self.cache.take(rows), jnp.take(self.hidden, rows, 0), jnp.take(self.next_pos, rows, 0))
 
     def repeat(self, k: int) -> "DecodeState":
         """Repeat each row k times consecutively (the group layout of `KVCache.repeat`)."""
         if k == 1:
             return self
-        return DecodeState(self.cache.repeat(k), jnp.repeat(self.logits, k, 0), jnp.repeat(self.next_pos, k, 0))
+        return DecodeState(self.cache.repeat(k), jnp.repeat(self.hidden, k, 0), jnp.repeat(self.next_pos, k, 0))
 
 
 def empty_state(model, batch: int, max_len: int, cache_dtype=None) -> DecodeState:
     cfg = model.cfg
     return DecodeState(KVCache.init(cfg, batch, max_len, cache_dtype),
-                       jnp.zeros((batch, cfg.vocab_size), jnp.float32), jnp.zeros((batch,), jnp.int32))
+                       jnp.zeros((batch, cfg.hidden_size), jnp.dtype(cfg.dtype)), jnp.zeros((batch,), jnp.int32))
 
 
 def append_tokens(model, state: DecodeState, tokens_BT, mask_BT) -> DecodeState:
     """Run a chunk of tokens (prompt, prefix or observation) through the model, writing the cache.
 
     mask_BT marks real tokens (any padding pattern: left padding for prompts, right padding for
-    observations). Positions continue each row's own count. Rows with no real token keep their logits.
-    Only the last real token's hidden state goes through the vocabulary projection.
+    observations). Positions continue each row's own count. Rows with no real token keep their state.
+    No vocabulary projection here: only the last real token's hidden state is kept.
     """
     mask = jnp.asarray(mask_BT).astype(bool)
     t = mask.shape[1]
@@ -77,10 +83,9 @@ def append_tokens(model, state: DecodeState, tokens_BT, mask_BT) -> DecodeState:
     _, h, cache = model.extend(tokens_BT, positions, state.cache, token_mask_BT=mask, compute_logits=False)
     n_real = jnp.sum(mask, axis=1).astype(jnp.int32)
     last = t - 1 - jnp.argmax(mask[:, ::-1], axis=1)
-    h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
-    logits = model.logits(h_last).astype(jnp.float32)
-    logits = jnp.where((n_real > 0)[:, None], logits, state.logits)
-    return DecodeState(cache, logits, state.next_pos + n_real)
+    h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0].astype(state.hidden.dtype)
+    hidden = jnp.where((n_real > 0)[:, None], h_last, state.hidden)
+    return DecodeState(cache, hidden, state.next_pos + n_real)
 
 
 def decode(model, state: DecodeState, key, cfg: SamplingConfig, active_B=None, limit_B=None):
@@ -89,11 +94,11 @@ def decode(model, state: DecodeState, key, cfg: SamplingConfig, active_B=None, l
     active_B: rows to generate for (default all); inactive rows produce nothing and keep their state.
     limit_B: per-row budget <= max_new_tokens (default max_new_tokens); also capped by cache space.
     The loop exits as soon as every row is done. Every sampled token (incl. the final EOS / stop token)
-    is written to the cache, so `state'.logits` predicts the token after it.
+    is written to the cache, so `state'.hidden` predicts the token after it.
     Randomness: step i uses uniform(fold_in(key, i), [B]): deterministic given the key (and sharding-
     independent).
     """
-    b = state.logits.shape[0]
+    b = state.batch_size
     n = cfg.max_new_tokens
     room = state.cache.max_len - state.cache.index
     limit = jnp.full((b,), n, jnp.int32) if limit_B is None else jnp.minimum(jnp.asarray(limit_B, jnp.int32), n)
@@ -107,9 +112,9 @@ def decode(model, state: DecodeState, key, cfg: SamplingConfig, active_B=None, l
         return (i < n) & ~jnp.all(done)
 
     def body(c):
-        i, cache, logits, pos, done, finish, lengths, toks, lps, lps_s, recent = c
+        i, cache, hidden, pos, done, finish, lengths, toks, lps, lps_s, recent = c
         u = jax.random.uniform(jax.random.fold_in(key, i), (b,), jnp.float32)
-        tok, lp, lp_s = select_tokens(logits, u, cfg)
+        tok, lp, lp_s = select_tokens(model.logits(hidden).astype(jnp.float32), u, cfg)
         live = ~done
         tok = jnp.where(live, tok, cfg.pad_id)
         toks = jax.lax.dynamic_update_slice(toks, tok[:, None], (0, i))
@@ -126,20 +131,19 @@ def decode(model, state: DecodeState, key, cfg: SamplingConfig, active_B=None, l
         done = done | hit_eos | hit_stop | (lengths >= limit)
         _, h, cache = model.extend(tok[:, None], pos[:, None], cache, token_mask_BT=live[:, None],
                                    compute_logits=False)
-        new_logits = model.logits(h[:, 0]).astype(jnp.float32)
-        logits = jnp.where(live[:, None], new_logits, logits)
-        return i + 1, cache, logits, pos + live, done, finish, lengths, toks, lps, lps_s, recent
+        hidden = jnp.where(live[:, None], h[:, 0].astype(hidden.dtype), hidden)
+        return i + 1, cache, hidden, pos + live, done, finish, lengths, toks, lps, lps_s, recent
 
-    init = (jnp.zeros((), jnp.int32), state.cache, state.logits, state.next_pos, ~active | (limit <= 0),
+    init = (jnp.zeros((), jnp.int32), state.cache, state.hidden, state.next_pos, ~active | (limit <= 0),
             jnp.full((b,), FINISH_LENGTH, jnp.int32), jnp.zeros((b,), jnp.int32),
             jnp.full((b, n), cfg.pad_id, jnp.int32), jnp.zeros((b, n), jnp.float32),
             jnp.zeros((b, n), jnp.float32), jnp.full((b, window), -1, jnp.int32))
-    _, cache, logits, pos, _, finish, lengths, toks, lps, lps_s, _ = jax.lax.while_loop(cond, body, init)
+    _, cache, hidden, pos, _, finish, lengths, toks, lps, lps_s, _ = jax.lax.while_loop(cond, body, init)
     mask = jnp.arange(n)[None, :] < lengths[:, None]
     finish = jnp.where(active, finish, FINISH_LENGTH)
     out = SampleOutput(tokens=toks, logprobs=lps, sampling_logprobs=lps_s, mask=mask, lengths=lengths,
                        finish_reason=finish)
-    return DecodeState(cache, logits, pos), out
+    return DecodeState(cache, hidden, pos), out
 
 
 def rewind(state: DecodeState, seg_start, lengths_B, drop_B) -> DecodeState:
@@ -148,7 +152,7 @@ def rewind(state: DecodeState, seg_start, lengths_B, drop_B) -> DecodeState:
     end = seg_start + lengths_B[:, None]
     forget = (slot >= end - drop_B[:, None]) & (slot < end)
     cache = state.cache.replace(valid_BS=state.cache.valid_BS & ~forget)
-    return DecodeState(cache, state.logits, state.next_pos - drop_B)
+    return DecodeState(cache, state.hidden, state.next_pos - drop_B)
 
 
 def generate(model, tokens_NP, mask_NP, key, cfg: SamplingConfig, *, num_samples: int = 1,

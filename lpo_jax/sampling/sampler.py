@@ -42,7 +42,11 @@ class Sampler:
     """Bucketed jitted generation for one model architecture (graphdef); params can change between calls."""
 
     def __init__(self, model, *, mesh: jax.sharding.Mesh | None = None, buckets: Buckets | None = None,
-                 rules=None, cache_dtype=None):
+                 rules=None, cache_dtype=None, compiler_options: dict | None = None):
+        """model: an nnx Transformer or (graphdef, state). mesh/rules: data-parallel generation with params
+        placed by the logical-axis rules. cache_dtype: KV cache dtype (default the compute dtype).
+        compiler_options: passed to every jax.jit (e.g. {"xla_backend_optimization_level": 0} roughly
+        halves CPU compile time at some runtime cost - useful for tests)."""
         if isinstance(model, tuple):
             self.graphdef, state = model
         elif isinstance(model, nnx.Module):
@@ -52,6 +56,7 @@ class Sampler:
         self.mesh, self.rules = mesh, rules
         self.buckets = buckets or Buckets()
         self.cache_dtype = cache_dtype
+        self.compiler_options = dict(compiler_options or {})
         self.trace_counts: collections.Counter = collections.Counter()
         self._state_shardings = None
         self._dp = 1
@@ -75,6 +80,11 @@ class Sampler:
     @property
     def model_config(self):
         return nnx.merge(self.graphdef, self.state).cfg
+
+    def _compile(self, fn, **kwargs):
+        if self.compiler_options:
+            kwargs["compiler_options"] = self.compiler_options
+        return jax.jit(fn, **kwargs)
 
     # ------------------------------------------------------------------ sharding helpers
     def _batch_spec(self, ndim: int):
@@ -119,7 +129,7 @@ class Sampler:
                 bs = self._batch_spec
                 kwargs["in_shardings"] = (self._state_shardings, bs(2), bs(2), self._replicated(), bs(1))
                 kwargs["out_shardings"] = dec.SampleOutput(bs(2), bs(2), bs(2), bs(2), bs(1), bs(1))
-            fn = self._jits[("generate", cfg, num_samples)] = jax.jit(run, **kwargs)
+            fn = self._jits[("generate", cfg, num_samples)] = self._compile(run, **kwargs)
         n = tokens_NP.shape[0]
         active = jnp.ones((n,), bool) if active_N is None else active_N
         return fn(self.state, self._put_batch(tokens_NP), self._put_batch(mask_NP),
@@ -162,7 +172,7 @@ class Sampler:
                 model = nnx.merge(self.graphdef, state)
                 st = self._constrain_state(dec.empty_state(model, tokens.shape[0], max_len, self.cache_dtype))
                 return self._constrain_state(dec.append_tokens(model, st, tokens, mask))
-            fn = self._jits[("start", max_len)] = jax.jit(run)
+            fn = self._jits[("start", max_len)] = self._compile(run)
         st = fn(self.state, self._put_batch(tokens), self._put_batch(mask))
         return st, rows, np.arange(rows) < n
 
@@ -171,7 +181,7 @@ class Sampler:
 
         The chunk is right-padded to a length bucket; the cache must have room (checked). `st` is donated.
         """
-        rows = st.logits.shape[0]
+        rows = st.batch_size
         if len(chunks) != rows:
             raise ValueError(f"append needs one chunk per row ({rows}), got {len(chunks)}")
         longest = max((len(c) for c in chunks), default=0)
@@ -187,12 +197,12 @@ class Sampler:
             def run(state, st, tokens, mask):
                 self.trace_counts["append"] += 1
                 return self._constrain_state(dec.append_tokens(nnx.merge(self.graphdef, state), st, tokens, mask))
-            fn = self._jits["append"] = jax.jit(run, donate_argnums=(1,))
+            fn = self._jits["append"] = self._compile(run, donate_argnums=(1,))
         return fn(self.state, st, self._put_batch(tokens), self._put_batch(mask))
 
     def decode(self, st: dec.DecodeState, key, cfg: SamplingConfig, *, active=None, limit=None):
         """Decode from the current state (donated): (state', host SampleOutput with all rows)."""
-        rows = st.logits.shape[0]
+        rows = st.batch_size
         active = np.ones(rows, bool) if active is None else np.asarray(active, bool)
         limit = np.full(rows, cfg.max_new_tokens, np.int32) if limit is None else np.asarray(limit, np.int32)
         if active.shape != (rows,) or limit.shape != (rows,):
@@ -203,7 +213,7 @@ class Sampler:
                 self.trace_counts["decode"] += 1
                 st, out = dec.decode(nnx.merge(self.graphdef, state), st, key, cfg, active_B=active, limit_B=limit)
                 return self._constrain_state(st), out
-            fn = self._jits[("decode", cfg)] = jax.jit(run, donate_argnums=(1,))
+            fn = self._jits[("decode", cfg)] = self._compile(run, donate_argnums=(1,))
         st, out = fn(self.state, st, self._put_replicated(as_key(key)), self._put_batch(active),
                      self._put_batch(limit))
         return st, jax.tree.map(np.asarray, jax.device_get(out))
@@ -211,8 +221,8 @@ class Sampler:
     def rewind(self, st: dec.DecodeState, seg_start: int, lengths, drop) -> dec.DecodeState:
         """Forget the last drop[b] tokens of row b's segment that started at cache slot seg_start and has
         lengths[b] tokens (host-side stop-string cut): their slots become invalid, positions step back.
-        The row's logits are stale afterwards: append a chunk (observation) before decoding it again."""
-        rows = st.logits.shape[0]
+        The row's hidden state is stale afterwards: append a chunk (observation) before decoding it again."""
+        rows = st.batch_size
         lengths, drop = np.asarray(lengths, np.int32), np.asarray(drop, np.int32)
         if lengths.shape != (rows,) or drop.shape != (rows,) or (drop > lengths).any() or (drop < 0).any():
             raise ValueError("rewind needs lengths and drop of shape (rows,) with 0 <= drop <= lengths")
@@ -221,7 +231,7 @@ class Sampler:
             def run(st, seg_start, lengths, drop):
                 self.trace_counts["rewind"] += 1
                 return self._constrain_state(dec.rewind(st, seg_start, lengths, drop))
-            fn = self._jits["rewind"] = jax.jit(run, donate_argnums=(0,))
+            fn = self._jits["rewind"] = self._compile(run, donate_argnums=(0,))
         return fn(st, self._put_replicated(jnp.asarray(seg_start, jnp.int32)), self._put_batch(lengths),
                   self._put_batch(drop))
 
@@ -233,7 +243,7 @@ class Sampler:
             def run(st, rows):
                 self.trace_counts["take"] += 1
                 return self._constrain_state(st.take(rows))
-            fn = self._jits["take"] = jax.jit(run)
+            fn = self._jits["take"] = self._compile(run)
         return fn(st, self._put_batch(rows))
 
 

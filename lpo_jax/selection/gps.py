@@ -28,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from numpyro.infer.svi import SVIState
 
 from lpo_jax.selection import acquisition, gps_model
 from lpo_jax.selection.base import Selector
@@ -39,7 +41,7 @@ DEFAULTS = dict(
     num_z_samples=20,  # reparameterised samples in the ELBO
     num_pred_samples=8,  # M in Eq. 10; 1 = Thompson-style single draw
     adam_steps=1,  # G Adam steps per RL step
-    learning_rate=1e-4,
+    learning_rate=None,  # None: the preset's (PRESET_LEARNING_RATES)
     likelihood="binomial",  # or "mse"
     mse_sigma=0.5 ** 0.5,
     elbo="trace",  # "trace" (Trace_ELBO) | "mean_field" (TraceMeanField_ELBO, analytic KL)
@@ -51,6 +53,7 @@ DEFAULTS = dict(
     distance_dim=64,  # None: distances in the full embedding space; int r: in its top-r PCA subspace
     standardize_inputs=True,  # networks see per-dimension z-scored embeddings (pool mean/std)
 )
+PRESET_LEARNING_RATES = {"paper": 1e-4, "cpu": 1e-3, "tiny": 3e-3}
 _SIZE_FIELDS = ("d_model", "num_layers", "num_heads", "ffn_dim", "z_dim", "decoder_hidden")
 
 
@@ -76,6 +79,7 @@ class GPS(NamedTuple):
     net_config: gps_model.NetConfig
     svi: SVI
     hparams: dict
+    inputs_ND: jax.Array  # the pool's embeddings as the networks see them (standardised if configured)
 
 
 def make_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> Selector:
@@ -85,47 +89,52 @@ def make_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> Selector:
 
 def build_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> GPS:
     """Like make_gps, but also returns the predictor, parameter accessor, networks and SVI object."""
-    E_ND, hp = _validate(embeddings_ND, batch_size, n_rollouts, hparams)
-    num_prompts, embed_dim = E_ND.shape
+    E_np, hp = _validate(embeddings_ND, batch_size, n_rollouts, hparams)
+    num_prompts, embed_dim = E_np.shape
     B, W = int(batch_size), hp["history_window"]
     cfg = gps_model.net_config(embed_dim, hp["preset"], **{k: hp[k] for k in _SIZE_FIELDS if k in hp})
-    nets = gps_model.build_networks(cfg, jax.random.key(0))  # structure only; init(key) draws the weights
+    # Structure only (abstract arrays, nothing computed): init(key) draws the weights that SVI optimises.
+    nets = nnx.eval_shape(lambda: gps_model.build_networks(cfg, jax.random.key(0)))
     model, guide = gps_model.make_model_and_guide(nets, num_z_samples=hp["num_z_samples"],
                                                   likelihood=hp["likelihood"], mse_sigma=hp["mse_sigma"])
     loss = Trace_ELBO() if hp["elbo"] == "trace" else TraceMeanField_ELBO()
-    svi = SVI(model, guide, optax.adam(hp["learning_rate"]), loss)
-    E_dist_ND = _distance_space(E_ND, hp["distance_dim"], hp["normalize_distances"])
+    learning_rate = hp["learning_rate"] or PRESET_LEARNING_RATES.get(hp["preset"], 1e-3)
+    svi = SVI(model, guide, optax.adam(learning_rate), loss)
+    E_dist_ND = jnp.asarray(_distance_space(E_np, hp["distance_dim"], hp["normalize_distances"]))
     if hp["standardize_inputs"]:
-        E_ND = (E_ND - E_ND.mean(0)) / jnp.maximum(E_ND.std(0), 1e-6)
+        E_np = (E_np - E_np.mean(0)) / np.maximum(E_np.std(0), 1e-6)
+    E_ND = jnp.asarray(E_np, jnp.float32)
 
-    def example_args(n):
-        zeros_i, zeros_f = jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.float32)
-        return (E_ND[zeros_i], zeros_f, jnp.asarray(False), E_ND[zeros_i], zeros_f, jnp.float32(n))
+    zeros_i, zeros_f = jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.float32)
+    example = (E_ND[zeros_i], zeros_f, jnp.asarray(False), E_ND[zeros_i], zeros_f, jnp.float32(n_rollouts))
+    # Trace (no compute) svi.init once: it sets svi.constrain_fn (identity here: all params unconstrained),
+    # which svi.update needs; init(key) then builds the SVIState directly (params + Adam state + key).
+    jax.eval_shape(lambda k: svi.init(k, *example, init_params=gps_model.init_param_dict(cfg, k)),
+                   jax.random.key(0))
 
+    @jax.jit
     def init(key) -> GPSState:
         init_key, svi_key = jax.random.split(key)
-        params = gps_model.init_param_dict(cfg, init_key)
-        svi_state = svi.init(svi_key, *example_args(n_rollouts), init_params=params)
-        return GPSState(svi_state=svi_state, last_idx_B=jnp.zeros((B,), jnp.int32),
-                        last_s_B=jnp.zeros((B,), jnp.float32), has_last=jnp.asarray(False),
+        svi_state = SVIState(svi.optim.init(gps_model.init_param_dict(cfg, init_key)), None, svi_key)
+        return GPSState(svi_state=svi_state, last_idx_B=zeros_i, last_s_B=zeros_f, has_last=jnp.asarray(False),
                         hist_idx_WB=jnp.zeros((W, B), jnp.int32), hist_valid_W=jnp.zeros((W,), bool),
                         step=jnp.asarray(0, jnp.int32), neg_elbo=jnp.asarray(jnp.nan, jnp.float32))
-
-    jax.eval_shape(init, jax.random.key(0))  # sets svi.constrain_fn once, so update works after a restore
 
     def params_of(state):
         return svi.get_params(state.svi_state)
 
+    @jax.jit
     def predict(state, e_PD, key):
-        """Eq. 10: mean over M prior samples z ~ p_eta(z | last batch) of sigmoid(dec(e, z)): f32[P]."""
+        """Eq. 10: mean over M prior samples z ~ p_eta(z | last batch) of sigmoid(dec(e, z)): f32[P].
+
+        e_PD must be in the networks' input space (standardised like the pool when standardize_inputs)."""
         _, prior, decoder = gps_model.apply_networks(params_of(state), nets)
         mu, sigma = gps_model.prior_params(prior, E_ND[state.last_idx_B], state.last_s_B, state.has_last)
         z_MZ = mu + sigma * jax.random.normal(key, (hp["num_pred_samples"],) + mu.shape, mu.dtype)
         return jax.nn.sigmoid(decoder(e_PD, z_MZ)).mean(axis=0)
 
-    def select(state, candidates_M, key):
-        validate_candidates(candidates_M, num_prompts, B)
-        candidates_M = jnp.asarray(candidates_M, jnp.int32)
+    @jax.jit
+    def _select(state, candidates_M, key):
         pred_M = predict(state, E_ND[candidates_M], key)
         e_MD = E_dist_ND[candidates_M]
         if hp["inter_distance"] == "rms":
@@ -137,12 +146,9 @@ def build_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> GPS:
                                             hist_dist_M, B, hp["lambda_div"])
         return state, candidates_M[result.selected_B], pred_M
 
-    def update(state, selected_B, successes_B, n):
-        validate_update(selected_B, successes_B, n, num_prompts)
-        if np.shape(selected_B) != (B,):
-            raise ValueError(f"selected must have batch_size={B} prompt ids, got shape {np.shape(selected_B)}")
-        selected_B = jnp.asarray(selected_B, jnp.int32)
-        counts_B = jnp.asarray(successes_B, jnp.float32)
+    @jax.jit
+    def _update(state, selected_B, successes_B, n):
+        counts_B = successes_B.astype(jnp.float32)
         n = jnp.asarray(n, jnp.float32)
         args = (E_ND[state.last_idx_B], state.last_s_B, state.has_last, E_ND[selected_B], counts_B, n)
 
@@ -157,26 +163,40 @@ def build_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> GPS:
                              hist_valid_W=state.hist_valid_W.at[slot].set(True), step=state.step + 1,
                              neg_elbo=loss.astype(jnp.float32))
 
-    return GPS(Selector(init, select, update), predict, params_of, nets, cfg, svi, hp)
+    def select(state, candidates_M, key):
+        validate_candidates(candidates_M, num_prompts, B)
+        return _select(state, jnp.asarray(candidates_M, jnp.int32), key)
+
+    def update(state, selected_B, successes_B, n):
+        validate_update(selected_B, successes_B, n, num_prompts)
+        if np.shape(selected_B) != (B,):
+            raise ValueError(f"selected must have batch_size={B} prompt ids, got shape {np.shape(selected_B)}")
+        return _update(state, jnp.asarray(selected_B, jnp.int32), jnp.asarray(successes_B), n)
+
+    return GPS(Selector(init, select, update), predict, params_of, nets, cfg, svi, hp, E_ND)
 
 
 def _distance_space(E_ND, distance_dim, normalize):
-    """Embeddings used for D_intra / D_inter: optionally PCA-projected and rescaled to unit mean distance."""
+    """Embeddings used for D_intra / D_inter (host numpy, once): optionally projected on the top
+    `distance_dim` principal components, and rescaled so the pool's mean pairwise distance is 1."""
+    E_ND = np.asarray(E_ND, np.float64)
     if distance_dim is not None and distance_dim < E_ND.shape[1]:
         centered = E_ND - E_ND.mean(0)
-        _, _, vt = jnp.linalg.svd(centered, full_matrices=False)
+        _, _, vt = np.linalg.svd(centered, full_matrices=False)
         E_ND = centered @ vt[:distance_dim].T
-    return E_ND / _distance_unit(E_ND) if normalize else E_ND
+    return (E_ND / _distance_unit(E_ND) if normalize else E_ND).astype(np.float32)
 
 
 def _distance_unit(E_ND, max_points=1024):
-    """Mean pairwise distance over an evenly strided subsample of the pool (deterministic)."""
+    """Mean pairwise distance over an evenly strided subsample of the pool (deterministic; 1 if degenerate)."""
     stride = max(1, E_ND.shape[0] // max_points)
     sample = E_ND[::stride][:max_points]
     if sample.shape[0] < 2:
-        return jnp.float32(1.0)
-    unit = acquisition.mean_pairwise_distance(sample)
-    return jnp.where(unit > 0, unit, 1.0)
+        return 1.0
+    sq = np.sum(sample ** 2, 1)
+    dist = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * sample @ sample.T, 0.0))
+    unit = dist.sum() / (sample.shape[0] * (sample.shape[0] - 1))
+    return unit if unit > 0 else 1.0
 
 
 def _validate(embeddings_ND, batch_size, n_rollouts, hparams):
@@ -185,13 +205,13 @@ def _validate(embeddings_ND, batch_size, n_rollouts, hparams):
         raise TypeError(f"unknown GPS hyperparameters {sorted(unknown)}; valid: "
                         f"{sorted(set(DEFAULTS) | set(_SIZE_FIELDS))}")
     hp = dict(DEFAULTS, **hparams)
-    E_ND = jnp.asarray(embeddings_ND)
-    if E_ND.ndim != 2 or not jnp.issubdtype(E_ND.dtype, jnp.floating):
+    E_ND = np.asarray(embeddings_ND)
+    if E_ND.ndim != 2 or not np.issubdtype(E_ND.dtype, np.floating):
         raise ValueError(f"embeddings must be a float array of shape [N, d] (one row per prompt), got "
                          f"{E_ND.dtype}{list(E_ND.shape)}")
-    if not bool(jnp.all(jnp.isfinite(E_ND))):
+    if not np.all(np.isfinite(E_ND)):
         raise ValueError("embeddings contain NaN or inf; clean or re-embed the prompts")
-    E_ND = E_ND.astype(jnp.float32)
+    E_ND = E_ND.astype(np.float32)
     if not isinstance(batch_size, int) or not 1 <= batch_size <= E_ND.shape[0]:
         raise ValueError(f"batch_size must be an int in [1, N={E_ND.shape[0]}], got {batch_size!r}")
     if not isinstance(n_rollouts, int) or n_rollouts < 1:
@@ -205,6 +225,8 @@ def _validate(embeddings_ND, batch_size, n_rollouts, hparams):
         raise ValueError(f"inter_distance must be 'mean' or 'rms', got {hp['inter_distance']!r}")
     if hp["distance_dim"] is not None and (not isinstance(hp["distance_dim"], int) or hp["distance_dim"] < 1):
         raise ValueError(f"distance_dim must be None or a positive int, got {hp['distance_dim']!r}")
+    if hp["preset"] not in gps_model.PRESETS:
+        raise ValueError(f"unknown GPS model preset {hp['preset']!r}; choose one of {sorted(gps_model.PRESETS)}")
     if hp["lambda_div"] < 0:
         raise ValueError(f"lambda_div must be >= 0, got {hp['lambda_div']}")
     return E_ND, hp

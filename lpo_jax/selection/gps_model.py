@@ -67,13 +67,27 @@ def net_config(embed_dim, preset="cpu", **overrides):
     return cfg
 
 
+class _SelfAttention(nnx.Module):
+    """Multi-head self-attention over a set (no mask, no positions): fused qkv projection + output projection."""
+
+    def __init__(self, d_model, num_heads, *, rngs):
+        self.qkv = nnx.Linear(d_model, 3 * d_model, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, rngs=rngs)
+        self.num_heads = num_heads
+
+    def __call__(self, x_BM):
+        q, k, v = jnp.split(self.qkv(x_BM).reshape(*x_BM.shape[:-1], 3 * self.num_heads, -1), 3, axis=-2)
+        logits_HBB = jnp.einsum("...qhd,...khd->...hqk", q, k) / jnp.sqrt(jnp.float32(q.shape[-1]))
+        attended = jnp.einsum("...hqk,...khd->...qhd", jax.nn.softmax(logits_HBB, axis=-1), v)
+        return self.out(attended.reshape(x_BM.shape))
+
+
 class _Block(nnx.Module):
     """Pre-LayerNorm Transformer block without mask or positions (permutation-equivariant over the set)."""
 
     def __init__(self, d_model, num_heads, ffn_dim, *, rngs):
         self.ln_attn = nnx.LayerNorm(d_model, rngs=rngs)
-        self.attn = nnx.MultiHeadAttention(num_heads, d_model, decode=False, deterministic=True,
-                                           keep_rngs=False, rngs=rngs)
+        self.attn = _SelfAttention(d_model, num_heads, rngs=rngs)
         self.ln_ffn = nnx.LayerNorm(d_model, rngs=rngs)
         self.ffn_in = nnx.Linear(d_model, ffn_dim, rngs=rngs)
         self.ffn_out = nnx.Linear(ffn_dim, d_model, rngs=rngs)
@@ -137,10 +151,42 @@ def build_networks(cfg: NetConfig, key) -> Networks:
 
 
 def init_param_dict(cfg: NetConfig, key) -> dict:
-    """Fresh parameters as the {"<net>$params": pure dict} mapping NumPyro's nnx_module registers."""
-    nets = build_networks(cfg, key)
+    """Fresh parameters as the {"<net>$params": pure dict} mapping NumPyro's nnx_module registers.
+
+    Kernels ~ N(0, 1 / fan_in) (LeCun normal, untruncated), biases 0, LayerNorm scales 1. All kernels come
+    from ONE normal draw that is sliced up: one PRNG call instead of one per tensor keeps XLA compile time
+    of `init` low on CPU (each threefry call compiles separately). Same structure as build_networks.
+    """
+    abstract = jax.eval_shape(lambda: _module_params(build_networks(cfg, jax.random.key(0))))
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    kernel_sizes = [leaf.size for path, leaf in leaves if _fan_in(path, leaf, cfg)]
+    flat = jax.random.normal(key, (sum(kernel_sizes),), jnp.float32)
+    out, offset = [], 0
+    for path, leaf in leaves:
+        fan_in = _fan_in(path, leaf, cfg)
+        if fan_in:
+            out.append(flat[offset:offset + leaf.size].reshape(leaf.shape) / jnp.sqrt(jnp.float32(fan_in)))
+            offset += leaf.size
+        else:
+            out.append(jnp.full(leaf.shape, 1.0 if _leaf_name(path) == "scale" else 0.0, leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def _module_params(nets):
     return {f"{name}$params": nnx.to_pure_dict(nnx.state(getattr(nets, name), nnx.Param))
             for name in Networks._fields}
+
+
+def _leaf_name(path):
+    return str(getattr(path[-1], "key", path[-1]))
+
+
+def _fan_in(path, leaf, cfg):
+    """Fan-in of a kernel leaf (0 for biases and LayerNorm scales)."""
+    name = _leaf_name(path)
+    if name in ("w_in_e", "w_in_z"):
+        return cfg.embed_dim + cfg.z_dim  # the two halves of one [e; z] -> hidden kernel
+    return leaf.shape[0] if name == "kernel" else 0
 
 
 def count_params(cfg: NetConfig) -> dict:

@@ -19,11 +19,10 @@ import numpy as np
 from lpo_jax.selection.base import Selector
 from lpo_jax.selection.dynamic_sampling import DynamicSamplingConfig, ds_train_mask, dynamic_sampling_step
 from lpo_jax.selection.metrics import mixed_mask, spearman
-from lpo_jax.selection.simulator import (SimConfig, env_rollout, env_train, oracle_embedding_logit,
-                                         true_success)
+from lpo_jax.selection.simulator import env_rollout, env_train, oracle_embedding_logit, true_success
 
 
-def run_selector(selector: Selector, sim, key, *, sim_cfg: SimConfig, num_steps: int, batch_size: int, n: int = 8,
+def run_selector(selector: Selector, sim, key, *, num_steps: int, batch_size: int, n: int = 8,
                  dynamic_sampling: Optional[DynamicSamplingConfig] = None, probe_heldout: bool = True):
     """Simulate `num_steps` RL steps. Returns (per-step metrics as numpy arrays, final selector state, final sim)."""
     B = int(batch_size)
@@ -40,7 +39,7 @@ def run_selector(selector: Selector, sim, key, *, sim_cfg: SimConfig, num_steps:
         if probe:
             _, _, pred_h = selector.select(state, sim.heldout_ids, k_probe)
             out["heldout_spearman"] = spearman(pred_h, gamma[sim.heldout_ids])
-            oracle = oracle_embedding_logit(sim, sim_cfg.difficulty_std, sim_cfg.embed_corr)
+            oracle = oracle_embedding_logit(sim)
             out["oracle_heldout_spearman"] = spearman(oracle[sim.heldout_ids], gamma[sim.heldout_ids])
         if dynamic_sampling is None:
             state, ids, pred_m = selector.select(state, cand, k_sel)

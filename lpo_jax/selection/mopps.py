@@ -50,6 +50,14 @@ def mopps_prob_mixed(state: MoPPSState, ids, n: int):
     return 1.0 - jnp.exp(pred.log_prob(0)) - jnp.exp(pred.log_prob(n))
 
 
+def thompson_draws(state: MoPPSState, candidates, key, sampler: str = "fast"):
+    """One posterior draw per candidate, f32[M] (what `select` ranks; key = the first half of its split)."""
+    a, b = state.alpha_N[candidates], state.beta_N[candidates]
+    if sampler == "numpyro":
+        return dist.Beta(a, b).sample(key)
+    return _random.beta_sample(key, a, b)
+
+
 def make_mopps(num_prompts: int, batch_size: int, *, decay: float = 1.0, alpha0: float = 1.0, beta0: float = 1.0,
                acquisition: str = "topk", target: float = 0.5, band=(0.3, 0.7), sampler: str = "fast",
                warm_start_successes: Optional[np.ndarray] = None, warm_start_failures: Optional[np.ndarray] = None,
@@ -81,16 +89,11 @@ def make_mopps(num_prompts: int, batch_size: int, *, decay: float = 1.0, alpha0:
         del key
         return MoPPSState(alpha_N=jnp.asarray(a0), beta_N=jnp.asarray(b0))
 
-    def draw(key, a, b):
-        if sampler == "numpyro":
-            return dist.Beta(a, b).sample(key)
-        return _random.beta_sample(key, a, b)
-
     def select(state, candidates, key):
         validate_candidates(candidates, num_prompts, B)
         a, b = state.alpha_N[candidates], state.beta_N[candidates]
         k_draw, k_tie = jax.random.split(key)
-        g = draw(k_draw, a, b)
+        g = thompson_draws(state, candidates, k_draw, sampler)
         if acquisition == "topk":
             pos = lax.top_k(-(g - target) ** 2, B)[1]
         else:

@@ -62,3 +62,9 @@ def encode_chars(text: str) -> list[int]:
     """Pure-Python encoding identical to the saved tokenizer's (for fast data generation)."""
     table = vocab()
     return [table.get(ch, UNK_ID) for ch in text]
+
+
+def decode_chars(ids) -> str:
+    """Pure-Python decoding identical to the saved tokenizer's `decode(ids, skip_special_tokens=True)`."""
+    table = SPECIAL_TOKENS + tuple(CHARS)
+    return "".join(table[int(i)] for i in ids if int(i) >= len(SPECIAL_TOKENS))

@@ -7,6 +7,7 @@ One step (host driver, static shapes; spec §2.1):
   leaves = make_tree_leaves(...); nv = node_values(leaves)
   adv, w = tree_advantages(leaves, "tree_grpo" | "segment" | "grpo_flat"); token_advantages(...)
   predictor_step(cfg, state, features, targets...)  -> Ṽψ for the next step
+With an LM policy and a resumable env, `rollout_tree` runs steps 2-4 on the agent loop.
 """
 from lpo_jax.trace.advantages import (LeafGroups, grpo_flat, leaf_groups, leaf_to_turns, scatter_to_leaves,
                                       segment, token_advantages, tree_advantages, tree_grpo, tree_membership)
@@ -22,6 +23,7 @@ from lpo_jax.trace.predictor import (PredictorConfig, PredictorState, features, 
                                      predictor_init, predictor_step, push, train, weighted_mse)
 from lpo_jax.trace.targets import (NodeValues, PredictorTargets, node_valid, node_values, path_values,
                                    predictor_targets, subtree_mask)
+from lpo_jax.trace.tree import TreeConfig, TreeRollout, rollout_tree
 
 __all__ = [
     "LeafGroups", "grpo_flat", "leaf_groups", "leaf_to_turns", "scatter_to_leaves", "segment",
@@ -37,4 +39,5 @@ __all__ = [
     "predictor_step", "push", "train", "weighted_mse",
     "NodeValues", "PredictorTargets", "node_valid", "node_values", "path_values", "predictor_targets",
     "subtree_mask",
+    "TreeConfig", "TreeRollout", "rollout_tree",
 ]

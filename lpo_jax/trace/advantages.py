@@ -26,7 +26,6 @@ results back with `scatter_to_leaves`.
 from __future__ import annotations
 
 import flax.struct
-import jax
 import jax.numpy as jnp
 
 from lpo_jax.trace.layout import TreeLeaves

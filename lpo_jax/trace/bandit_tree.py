@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from lpo_jax.trace import allocation
 from lpo_jax.trace.allocation import uniform_flat
-from lpo_jax.trace.layout import TreeLeaves, make_tree_leaves
+from lpo_jax.trace.layout import make_tree_leaves
 
 EXPANSIONS = ("trace", "random")
 

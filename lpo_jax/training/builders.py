@@ -5,6 +5,7 @@ Everything here runs once at start-up, on the host; the loop then only threads p
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Callable
 
@@ -112,12 +113,12 @@ def build_selector(cfg: ml_collections.ConfigDict, task: TaskData):
     if name in ("uniform", "ds"):
         return make_selector("uniform", num_prompts=n, batch_size=b)
     if name == "mopps":
-        return make_selector("mopps", num_prompts=n, batch_size=b, n_rollouts=cfg.rollout.group_size,
-                             decay=cfg.selector.decay)
+        return make_selector("mopps", num_prompts=n, batch_size=b, decay=cfg.selector.decay)
     if name == "dps":
         return make_selector("dps", num_prompts=n, batch_size=b, decay=cfg.selector.decay)
-    from lpo_jax.selection.embeddings import embed_texts
-    embeddings = embed_texts([ex.prompt for ex in task.train])
+    from lpo_jax.selection.embeddings import embed_texts, get_embedder
+    embeddings = embed_texts([ex.prompt for ex in task.train], get_embedder(cfg.selector.embedder),
+                             cache_dir=os.path.expanduser("~/.cache/lpo_jax/embeddings"))
     return make_selector("gps", embeddings=np.asarray(embeddings, np.float32), batch_size=b,
                          n_rollouts=cfg.rollout.group_size)
 

@@ -69,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.selector.name = "dps"
     c.selector.decay = 0.5            # DPS / MoPPS forgetting lambda
     c.selector.max_gen_rounds = 4     # DAPO dynamic sampling
-    c.selector.candidate_ratio = 0.0  # 0 = whole pool as candidates
+    c.selector.embedder = "wordllama"  # GPS prompt embeddings: "wordllama" | "hashing"
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-4
@@ -116,6 +116,7 @@ _CHOICES = {
     "task.prompt_overflow": ("error", "truncate"),
     "rollout.old_logprobs": ("trainer", "sampler"),
     "selector.name": SELECTORS,
+    "selector.embedder": ("wordllama", "hashing"),
     "optim.schedule": ("constant", "cosine"),
 }
 _POSITIVE = ("steps", "rollout.batch_prompts", "rollout.group_size", "rollout.max_new_tokens",

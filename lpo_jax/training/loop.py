@@ -108,7 +108,8 @@ class _Runner:
         loss = functools.partial(self.objective.loss, cfg=self.objective.config)
         with_entropy = True
         step = make_train_step(self.graphdef, loss, self.optimizer, prompt_len=self.prompt_len,
-                               micro_batches=cfg.train.micro_batches, with_entropy=with_entropy)
+                               micro_batches=cfg.train.micro_batches, with_entropy=with_entropy,
+                               token_weighted=self.objective.config.loss_agg == "token-mean")
         self.train_step = jax.jit(step, donate_argnums=0)
         self.select = jax.jit(self.selector.select)
         self.update = jax.jit(self.selector.update, static_argnums=3)

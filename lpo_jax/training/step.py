@@ -4,8 +4,9 @@
 function ``train_step(state, batch) -> (state, metrics)`` that the loop jits once, with the state donated.
 
 Gradient accumulation: a mini-batch of whole groups is split into ``micro_batches`` equal slices along the
-prompt axis; their gradients are averaged under ``lax.scan``. This is exact for group- and sequence-level loss
-aggregation (equal-size slices) and a close approximation for ``token-mean`` (slices differ in token count).
+prompt axis and their gradients are combined under ``lax.scan``, each slice weighted by what its loss averages
+over (objectives normalise within the batch they are given): valid groups, or valid tokens when
+``token_weighted`` (token-mean aggregation). The combined gradient then equals the full mini-batch's.
 
 Non-finite guard: if the loss, any gradient entry or any updated parameter is not finite, the update is
 skipped (params and optimizer state returned unchanged) and ``metrics["skipped"] = 1``; the loop counts
@@ -75,7 +76,8 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, optimizer: optax.GradientTransformation,
-                    *, prompt_len: int, micro_batches: int = 1, with_entropy: bool = False) -> Callable:
+                    *, prompt_len: int, micro_batches: int = 1, with_entropy: bool = False,
+                    token_weighted: bool = False) -> Callable:
     """Builds ``train_step(state, batch) -> (state, metrics)``.
 
     ``loss_fn(logp_BKT, old_logp_BKT, loss_mask_BKT, targets, ref_logp_BKT=..., entropy_BKT=...)`` returns
@@ -105,15 +107,19 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, optimizer: optax.
         else:
             micro = jax.tree.map(lambda x: x.reshape(micro_batches, B // micro_batches, *x.shape[1:]), batch)
 
+            def weight(mb):
+                mask = mb.loss_mask_BKT
+                return mask.sum() if token_weighted else (mask.sum((1, 2)) > 0).sum().astype(mask.dtype)
+
             def body(acc, mb):
                 (loss, metrics), grads = grad_fn(state.params, mb)
-                return jax.tree.map(jnp.add, acc, (loss, metrics, grads)), None
+                w = weight(mb)
+                return jax.tree.map(lambda a, x: a + w * x, acc, (loss, metrics, grads, 1.0)), None
 
-            zero = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grad_fn(state.params,
-                                                                              jax.tree.map(lambda x: x[0], micro))))
-            zero = (zero[0][0], zero[0][1], zero[1])
-            (loss, metrics, grads), _ = jax.lax.scan(body, zero, micro)
-            loss, metrics, grads = jax.tree.map(lambda x: x / micro_batches, (loss, metrics, grads))
+            shapes = jax.eval_shape(lambda: grad_fn(state.params, jax.tree.map(lambda x: x[0], micro)))
+            zero = jax.tree.map(jnp.zeros_like, (shapes[0][0], shapes[0][1], shapes[1], jnp.float32(0)))
+            (loss, metrics, grads, total), _ = jax.lax.scan(body, zero, micro)
+            loss, metrics, grads = jax.tree.map(lambda x: x / jnp.maximum(total, 1.0), (loss, metrics, grads))
         updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & _tree_all_finite(grads) & _tree_all_finite(new_params)

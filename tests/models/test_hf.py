@@ -40,6 +40,9 @@ def test_bf16_checkpoint_values_are_exact_in_fp32_master(hf_checkpoints):
         raw = f.get_tensor("model.embed_tokens.weight")
     assert str(raw.dtype) == "bfloat16"
     np.testing.assert_array_equal(np.asarray(model.embed[...]), raw.astype(np.float32))
+    bf16_params = load_hf(path, param_dtype="bfloat16", dtype="bfloat16")
+    assert bf16_params.embed[...].dtype == raw.dtype and bf16_params.cfg.dtype == "bfloat16"
+    np.testing.assert_array_equal(np.asarray(bf16_params.embed[...]), raw)
 
 
 @pytest.mark.parametrize("family", ("llama", "qwen2", "qwen3", "mistral"))

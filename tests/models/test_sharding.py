@@ -61,7 +61,7 @@ def test_sharded_kv_cache_decode_equals_single_device(base):
     graphdef, state = nnx.split(sharded)
     cache = KVCache.init(CFG, B, 12)
     cache = jax.device_put(cache, cache_shardings(cache, mesh))
-    expected = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None))
+    expected = NamedSharding(mesh, P(("data", "fsdp"), "tensor", None, None))
     assert cache.k[0].sharding.is_equivalent_to(expected, 4)
     positions = np.asarray(positions_from_mask(mask))
     step = jax.jit(functools.partial(extend, graphdef), donate_argnums=3)

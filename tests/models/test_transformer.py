@@ -170,7 +170,7 @@ def test_cache_repeat_take_finished_rows_and_no_retrace(split):
     positions = np.asarray(positions_from_mask(prompt_mask))
     _, _, cache = prefill(state, prompts, positions, cache, prompt_mask)
     cache = cache.repeat(2)
-    chex.assert_shape(cache.k[0], (4, 12, CFG.num_kv_heads, CFG.head_dim))
+    chex.assert_shape(cache.k[0], (4, CFG.num_kv_heads, 12, CFG.head_dim))
     next_pos = np.repeat(positions[:, -1] + 1, 2)
     outs = []
     for t in range(3):

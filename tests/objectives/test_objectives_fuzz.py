@@ -36,6 +36,9 @@ def _configs(K):
     return cfgs
 
 
+TRACES = {}
+
+
 @functools.lru_cache(maxsize=None)
 def _run_all(K):
     """One jitted program per K evaluating prepare + loss + grad of every configuration."""
@@ -43,6 +46,7 @@ def _run_all(K):
 
     @jax.jit
     def run(rewards, mask, logp, old, ref, entropy):
+        TRACES[K] = TRACES.get(K, 0) + 1  # Python side effect: runs once per trace
         out = {}
         for key, cfg in cfgs.items():
             targets = prepare(rewards, mask, cfg)
@@ -93,10 +97,12 @@ def test_fuzz_every_objective_is_finite_with_right_shapes(batch):
         for name, x in (("targets", targets), ("loss", value), ("metrics", metrics), ("grad", grad)):
             assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(x)), (key, name)
         assert value.shape == () and grad.shape == (B, K, T), key
+        assert value.dtype == jnp.float32 and grad.dtype == jnp.float32, key  # float32 in, float32 compute
         assert {"kl_target_policy", "sum_abs_c", "clip_frac", "zero_var_frac", "adv_abs_mean",
                 "response_len", "entropy", "kl_ref"} <= set(metrics), key
         assert np.all(np.asarray(grad)[padding] == 0.0), key
         assert 0.0 <= float(metrics["clip_frac"]) <= 1.0 and float(metrics["kl_target_policy"]) >= -1e-5, key
+    assert TRACES[K] == 1  # static shapes: new data never retraces
 
 
 # Bad inputs -> clear errors ------------------------------------------------------------------------------

@@ -4,17 +4,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import full_logprobs, make_tiny_model
+from conftest import GREEDY, full_logprobs, make_tiny_model
 from lpo_jax.sampling import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Sampler, SamplingConfig
 
-GREEDY = SamplingConfig(max_new_tokens=8, greedy=True)
 RICH = SamplingConfig(max_new_tokens=8, temperature=0.8, top_k=40, top_p=0.95)
 K = 2
-
-
-@pytest.fixture(scope="module")
-def greedy_out(sampler, prompts):
-    return sampler.generate(prompts, 0, GREEDY)
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +117,6 @@ def test_no_retrace_within_buckets(sampler, greedy_out):
     assert sampler.trace_counts["generate"] == before
 
 
-def test_early_exit_stops_the_loop(sampler, prompts, greedy_out):
-    """When every row has ended, the decode loop stops: the cache index advances by the longest row."""
-    cfg = GREEDY.replace(eos_ids=tuple(int(t) for t in set(greedy_out.tokens[:, 1])))
-    st, rows, active = sampler.start(prompts, 64)
-    start = int(st.cache.index)
-    st, out = sampler.decode(st, 0, cfg, active=active)
-    assert out.lengths[:4].max() <= 2 and (out.finish_reason[:4] == FINISH_EOS).all()
-    assert int(st.cache.index) - start == out.lengths.max()
-
-
 def test_bad_inputs_raise_clear_errors(sampler):
     with pytest.raises(ValueError, match="non-empty"):
         sampler.generate([], 0, GREEDY)
@@ -153,7 +137,7 @@ def test_sharded_generation_equals_single_device(sampler, prompts, rich_out):
     mesh = jax.sharding.Mesh(devices, ("data", "fsdp", "tensor"),
                              axis_types=(jax.sharding.AxisType.Auto,) * 3)
     model = shard_model(make_tiny_model(), mesh)
-    sharded = Sampler(model, mesh=mesh, buckets=sampler.buckets)
+    sharded = Sampler(model, mesh=mesh, buckets=sampler.buckets, compiler_options=sampler.compiler_options)
     assert any(len(x.sharding.device_set) > 1 and not x.sharding.is_fully_replicated
                for x in jax.tree.leaves(sharded.state))
     out = sharded.generate(prompts, 7, RICH, num_samples=K)

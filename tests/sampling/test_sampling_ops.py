@@ -98,7 +98,7 @@ class SelectTokensTest(parameterized.TestCase):
         np.testing.assert_allclose(lp, ref, atol=1e-5)
         np.testing.assert_array_equal(lps, 0.0)
 
-    @chex.variants(with_jit=True, without_jit=True)
+    @chex.variants(with_jit=True)
     def test_temperature_logprobs(self):
         cfg = SamplingConfig(max_new_tokens=1, temperature=0.7)
         tok, lp, lps = self.variant(lambda l, u: select_tokens(l, u, cfg))(self.logits, self.u)
@@ -110,7 +110,7 @@ class SelectTokensTest(parameterized.TestCase):
         want = [np.searchsorted(np.cumsum(p[b]), self.u[b] * p[b].sum(), side="right") for b in range(256)]
         assert np.mean(np.asarray(tok) == np.array(want)) > 0.99  # float32 vs float64 boundary rounding
 
-    @chex.variants(with_jit=True, without_jit=True)
+    @chex.variants(with_jit=True)
     def test_top_k_mask_and_logprobs(self):
         cfg = SamplingConfig(max_new_tokens=1, top_k=5, temperature=1.3)
         tok, lp, lps = self.variant(lambda l, u: select_tokens(l, u, cfg))(self.logits, self.u)
@@ -123,7 +123,7 @@ class SelectTokensTest(parameterized.TestCase):
         np.testing.assert_allclose(lp, _np_log_softmax(self.logits)[np.arange(256), tok], atol=1e-5)
         assert len(np.unique(np.asarray(tok))) > 5  # not degenerate
 
-    @chex.variants(with_jit=True, without_jit=True)
+    @chex.variants(with_jit=True)
     def test_top_p_mask(self):
         cfg = SamplingConfig(max_new_tokens=1, top_p=0.6)
         tok, _, lps = self.variant(lambda l, u: select_tokens(l, u, cfg))(self.logits, self.u)

@@ -37,12 +37,13 @@ def _tree_grpo_reference(a, p, eps=1e-6):
     return {l: prompt_term[l] + tree_term[l] for l in prompt_term}, flat
 
 
-_leaf_methods = jax.jit(lambda leaves: (adv.tree_grpo(leaves), adv.grpo_flat(leaves)))
+_leaf_methods = jax.jit(lambda leaves: (adv.tree_grpo(leaves), adv.grpo_flat(leaves),
+                                        adv.tree_grpo(leaves, singleton="zero")))
 
 
 def test_tree_grpo_and_flat_match_reference(trees):
     for a, leaves in trees:
-        tree_a, flat_a = jax.device_get(_leaf_methods(leaves))
+        tree_a, flat_a, _ = jax.device_get(_leaf_methods(leaves))
         for p in range(a["P"]):
             ref_tree, ref_flat = _tree_grpo_reference(a, p)
             for l in range(a["L"]):
@@ -61,7 +62,7 @@ _segment_all = jax.jit(lambda leaves: {
 def test_all_equal_groups_contribute_zero(trees):
     _, base = trees[0]
     leaves = base.replace(reward_PL=jnp.ones_like(base.reward_PL))      # same shapes: compiled functions reused
-    a_tree, a_flat = jax.device_get(_leaf_methods(leaves))
+    a_tree, a_flat, _ = jax.device_get(_leaf_methods(leaves))
     member = np.asarray(adv.tree_membership(leaves))                       # [P, M, L]
     tree_size = np.einsum("pml,pml->pl", member, member.sum(-1, keepdims=True).repeat(member.shape[-1], -1))
     in_group = tree_size >= 2
@@ -80,12 +81,11 @@ def test_singleton_tree_convention(trees):
     M = base.num_roots
     roots_only = base.replace(leaf_valid_PL=base.leaf_valid_PL.at[:, M:].set(False),
                               reward_PL=jnp.ones_like(base.reward_PL))
-    unit, _ = jax.device_get(_leaf_methods(roots_only))
+    unit, _, zero = jax.device_get(_leaf_methods(roots_only))
     valid = np.asarray(roots_only.leaf_valid_PL)
     # prompt term 0 (all equal) + tree term of a one-leaf tree: (r - 0) / (1 + eps) (Tree-GRPO)
     np.testing.assert_allclose(unit[valid], 1.0 / (1 + 1e-6), rtol=1e-6)
     np.testing.assert_array_equal(unit[~valid], 0.0)
-    zero = adv.tree_grpo(roots_only, singleton="zero")
     np.testing.assert_array_equal(zero, 0.0)
 
 

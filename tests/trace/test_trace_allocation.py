@@ -63,7 +63,7 @@ class JitAgreesWithEagerTest(chex.TestCase):
         roots = self.variant(al.allocate_roots, static_argnums=(1, 2))
         v = jnp.array([0.1, 0.5, 0.0, 0.35])
         assert np.asarray(roots(v, 8, 4)).tolist() == [0, 4, 0, 4]  # top pair gains .5 .455 .375 .352
-        assert np.asarray(roots(v, 4, 4, key=jax.random.PRNGKey(0))).tolist() == [0, 2, 0, 2]
+        assert np.asarray(roots(v, 8, 4, key=jax.random.PRNGKey(0))).tolist() == [0, 4, 0, 4]
 
 
 def test_allocate_roots_budget_even_and_bounded():

@@ -1,6 +1,4 @@
 """Bandit-tree MDP: closed-form V^π vs Monte Carlo; one TRACE step in static shapes (spec §6 props 6, 7, 10, 11)."""
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,22 +16,16 @@ def bandit():
     return make(jax.random.PRNGKey(0), P, T, A, min_turns=2)
 
 
-@functools.partial(jax.jit, static_argnames=("expansion",))
-def _steps(keys, bt, expansion):
-    """TRACE step (stage 1 on exact prompt values, stage 2 by `expansion`) for each key, vmapped."""
+@jax.jit
+def _steps(keys, bt):
+    """TRACE step (stage 1 on exact prompt values) with both stage-2 expansions, for each key (vmapped)."""
     m = tr.allocate_roots(tr.prompt_values(bt), B_ROOT, M)
 
-    def one(key):
+    def one(key, expansion):
         leaves, actions, K = tr.bandit_tree_rollout(key, bt, m, M=M, N=N, expansion=expansion)
         return leaves, actions, K, tr.mixed_subtree_rate(leaves, K), tr.tree_cost(leaves)
 
-    return m, jax.vmap(one)(keys)
-
-
-@pytest.fixture(scope="module")
-def runs(bandit):
-    keys = jax.random.split(jax.random.PRNGKey(5), N_KEYS)
-    return {e: jax.device_get(_steps(keys, bandit, e)) for e in ("trace", "random")}
+    return m, {e: jax.vmap(lambda k: one(k, e))(keys) for e in ("trace", "random")}
 
 
 def test_closed_form_values_match_monte_carlo(bandit):
@@ -51,8 +43,24 @@ def test_closed_form_values_match_monte_carlo(bandit):
     assert np.all(np.abs(mc1 - v1) <= 4 * np.sqrt(v1 * (1 - v1) / K) + 1e-3)
 
 
-def test_continuations_copy_prefix_and_budget(runs):
-    m, (leaves, actions, K, _, cost) = runs["trace"]
+def test_tree_step_invariants(bandit):
+    """One test on purpose: the vmapped rollouts compile once per worker (pytest-xdist splits modules)."""
+    keys = jax.random.split(jax.random.PRNGKey(5), N_KEYS)
+    m, runs = jax.device_get(_steps(keys, bandit))
+    _check_copy_budget_cost(m, runs["trace"])
+    _check_equal_cost_flat_baseline(runs["trace"])
+    # stage 2 by exact V beats random node choice on mixed subtrees, at the same budget
+    trace_rate, random_rate = runs["trace"][3].mean(), runs["random"][3].mean()
+    assert trace_rate > random_rate, (trace_rate, random_rate)
+    np.testing.assert_array_equal(runs["trace"][4]["trajectories"], runs["random"][4]["trajectories"])
+    # property 11: fixed keys reproduce every array; different keys give different draws
+    again = jax.device_get(_steps(keys, bandit))
+    jax.tree.map(np.testing.assert_array_equal, again, (m, runs))
+    assert not np.array_equal(runs["trace"][0].reward_PL[0], runs["trace"][0].reward_PL[1])
+
+
+def _check_copy_budget_cost(m, run):
+    leaves, actions, K, _, cost = run
     for k in range(N_KEYS):
         src, bt, valid, n = (np.asarray(x[k]) for x in (leaves.src_root_PL, leaves.branch_t_PL,
                                                          leaves.leaf_valid_PL, leaves.n_turns_PL))
@@ -67,25 +75,10 @@ def test_continuations_copy_prefix_and_budget(runs):
         assert cost["generated_turns"][k] == np.where(valid, n - bt, 0).sum() < valid.sum() * T
 
 
-def test_equal_cost_flat_baseline_matches_trajectories(runs):
+def _check_equal_cost_flat_baseline(run):
     """A flat-GRPO config with B_flat = B_root (1 + N) trajectories matches TRACE's logged counter."""
     B_flat, group = B_ROOT * (1 + N), 8
     m_flat = jax.jit(tr.allocate_roots_uniform, static_argnums=(2, 3))(jax.random.PRNGKey(0), jnp.ones(P, bool),
                                                                         B_flat, group)
-    assert int(m_flat.sum()) == B_flat == runs["trace"][1][4]["trajectories"][0]
+    assert int(m_flat.sum()) == B_flat == run[4]["trajectories"][0]
     assert set(np.unique(np.asarray(m_flat))) <= {0, group}
-
-
-def test_trace_expansion_beats_random_on_mixed_subtrees(runs):
-    trace_rate, random_rate = runs["trace"][1][3].mean(), runs["random"][1][3].mean()
-    assert trace_rate > random_rate, (trace_rate, random_rate)
-    # same budget in both arms
-    np.testing.assert_array_equal(runs["trace"][1][4]["trajectories"], runs["random"][1][4]["trajectories"])
-
-
-def test_reproducible_for_fixed_key(bandit, runs):
-    keys = jax.random.split(jax.random.PRNGKey(5), N_KEYS)
-    again = jax.device_get(_steps(keys, bandit, "trace"))
-    jax.tree.map(np.testing.assert_array_equal, again, runs["trace"])
-    leaves = runs["trace"][1][0]
-    assert not np.array_equal(leaves.reward_PL[0], leaves.reward_PL[1])  # different keys, different draws

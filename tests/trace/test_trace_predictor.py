@@ -66,7 +66,7 @@ def setup():
 def test_mse_vs_true_value_falls_online(setup):
     bt, x_eval, v_eval, ok = setup
     mse = jax.jit(lambda params: tr.weighted_mse(pr.predict_raw(params, x_eval), v_eval, ok))
-    state = pr.predictor_init(CFG, jax.random.PRNGKey(0))
+    state = _init(CFG, jax.random.PRNGKey(0))
     history = [float(mse(state.params))]
     for i in range(STEPS):
         state, metrics = rl_step(CFG, state, bt, jax.random.PRNGKey(100 + i))
@@ -78,10 +78,13 @@ def test_mse_vs_true_value_falls_online(setup):
     assert np.all((v >= 0) & (v <= 1))
 
 
+_init = jax.jit(pr.predictor_init, static_argnums=0)
+
+
 def test_padded_rows_are_ignored():
     cfg = SMALL
-    state = pr.predictor_init(cfg, jax.random.PRNGKey(0))
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, cfg.in_dim))
+    state = _init(cfg, jax.random.PRNGKey(0))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(6, cfg.in_dim)), jnp.float32)
     y, w = jnp.full((6,), 0.25), jnp.ones((6,))
     valid = jnp.array([True, False, True, False, False, True])
     s1, _ = pr.predictor_step(cfg, state, x, y, w, valid, jax.random.PRNGKey(2))
@@ -91,13 +94,13 @@ def test_padded_rows_are_ignored():
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(s1), jax.device_get(s2))
     assert int(s1.buf_valid.sum()) == 3 and int(s1.write_pos) == 3
     np.testing.assert_array_equal(s1.buf_x[:3], x[np.array([0, 2, 5])])
-    assert float(pr.loss_fn(state.params, x, y, jnp.zeros(6))) == 0.0  # zero weight -> zero loss
+    assert float(jax.jit(pr.loss_fn)(state.params, x, y, jnp.zeros(6))) == 0.0  # zero weight -> zero loss
 
 
 def test_fifo_ring_keeps_latest_rows():
     cfg = SMALL
     push = jax.jit(pr.push, static_argnums=0)
-    state = pr.predictor_init(cfg, jax.random.PRNGKey(0))
+    state = _init(cfg, jax.random.PRNGKey(0))
     x = jnp.arange(6 * cfg.in_dim, dtype=jnp.float32).reshape(6, cfg.in_dim)
     state = push(cfg, state, x[:3], jnp.arange(3.0), jnp.ones(3), jnp.ones(3, bool))
     state = push(cfg, state, x[3:], jnp.arange(3.0, 6.0), jnp.ones(3), jnp.ones(3, bool))
@@ -108,8 +111,8 @@ def test_fifo_ring_keeps_latest_rows():
 
 def test_warm_start_and_state_is_a_pytree():
     cfg = SMALL
-    state = pr.predictor_init(cfg, jax.random.PRNGKey(0))
-    x = jax.random.normal(jax.random.PRNGKey(1), (6, cfg.in_dim))
+    state = _init(cfg, jax.random.PRNGKey(0))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(6, cfg.in_dim)), jnp.float32)
     np.testing.assert_array_equal(pr.predict(cfg, state, x), 0.5)
     for i in range(2):
         state, _ = pr.predictor_step(cfg, state, x, jnp.ones(6), jnp.ones(6), jnp.ones(6, bool), jax.random.PRNGKey(i))

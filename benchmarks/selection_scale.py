@@ -1,0 +1,62 @@
+"""DPS and MoPPS select + update over a pool of 1M prompts on CPU (goal: <= 50 ms per step).
+
+Candidates = the whole pool (the most demanding setting; the spec's MoPPS/DPS scripts use candidate_ratio x B).
+The state is first warmed by `--warm_steps` select/update steps with random outcomes so that counts and
+beliefs are non-trivial. Timing: select and update each jitted with the state donated (as a training loop
+would; without donation a jitted select copies the whole [N]-state it returns), post warm-up, block_until_ready, median (and min) over `--reps` steps; one process, same inputs.
+Prints one JSON line last: {"benchmark": "selection_scale", "dps_ms": ..., "mopps_ms": ...}.
+The machine this was written on is a shared 2-core box; timings there are noisy (see the min column).
+"""
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lpo_jax.selection import make_dps, make_mopps
+
+
+def time_steps(selector, num_prompts, batch_size, n, reps, warm_steps, seed=0):
+    key = jax.random.key(seed)
+    candidates = jnp.arange(num_prompts, dtype=jnp.int32)
+    select = jax.jit(selector.select, donate_argnums=0)  # state passes through: donate, else it is copied
+    update = jax.jit(selector.update, static_argnums=3, donate_argnums=0)
+    state = selector.init(key)
+    rng = np.random.default_rng(seed)
+    times = []
+    for r in range(warm_steps + reps):
+        successes = jnp.asarray(rng.integers(0, n + 1, size=batch_size), jnp.int32)
+        k = jax.random.fold_in(key, r)
+        jax.block_until_ready(state)
+        t0 = time.perf_counter()
+        state, ids, _ = select(state, candidates, k)
+        state = update(state, ids, successes, n)
+        jax.block_until_ready(state)
+        if r >= warm_steps:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times)), float(np.min(times))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--num_prompts", type=int, default=1_000_000)
+    ap.add_argument("--batch_size", type=int, default=256)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--warm_steps", type=int, default=20)
+    args = ap.parse_args()
+    N, B = args.num_prompts, args.batch_size
+    out = {}
+    for name, sel in [("dps", make_dps(N, B, decay=0.7)), ("mopps", make_mopps(N, B, decay=1.0))]:
+        med, best = time_steps(sel, N, B, args.n, args.reps, args.warm_steps)
+        out[name] = med
+        print(f"{name}: select+update median {med:.1f} ms, min {best:.1f} ms over {args.reps} steps "
+              f"(N={N}, B={B}, candidates=N, device={jax.devices()[0].device_kind})", flush=True)
+    print(json.dumps({"benchmark": "selection_scale", "dps_ms": round(out["dps"], 2),
+                      "mopps_ms": round(out["mopps"], 2)}))
+
+
+if __name__ == "__main__":
+    main()
