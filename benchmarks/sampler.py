@@ -51,6 +51,7 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-hf", action="store_true", help="skip transformers (e.g. big presets on GPU)")
     p.add_argument("--peak-gbs", type=float, default=None, help="peak memory bandwidth GB/s for the estimate")
+    p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
 
@@ -122,6 +123,8 @@ def main():
         import torch
         from transformers import AutoModelForCausalLM
 
+        if args.torch_threads:
+            torch.set_num_threads(args.torch_threads)
         tmp = tempfile.mkdtemp(prefix="bench_sampler_")
         save_hf(model, tmp)
         hf_model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
@@ -153,7 +156,10 @@ def main():
               "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
               "ours_tok_s": headline["ours_tok_s"], "hf_tok_s": headline.get("hf_tok_s"),
               "ratio": headline.get("ratio"), "compile_s": headline["compile_s"], "by_batch": by_batch,
-              "cpu_count": os.cpu_count()}
+              "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    if hf_model is not None:
+        import torch
+        result["torch_threads"] = torch.get_num_threads()
     print(json.dumps(result))
 
 

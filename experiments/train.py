@@ -14,7 +14,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, _ROOT)
 
-from absl import app  # noqa: E402
+from absl import app, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from lpo_jax.training.config import ConfigError, check_overrides, validate  # noqa: E402
@@ -31,6 +31,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # keep the console to the progress bar and the result
     try:
         cfg = validate(_CONFIG.value)
     except ConfigError as err:

@@ -159,7 +159,7 @@ def load_hf(path: str, *, dtype: str | None = None, param_dtype: str | None = No
     fp32 master copy, whatever the checkpoint's dtype). With `mesh`, every param is placed directly into
     its NamedSharding from the logical-axis `rules` and the model gets batch-sharding constraints.
     """
-    path = os.fspath(path)
+    path = os.path.expanduser(os.fspath(path))
     hf_config = read_hf_config(path)
     if hf_config.get("model_type") not in ("llama", "qwen2", "qwen3", "mistral"):
         raise CheckpointError(f"unsupported model_type {hf_config.get('model_type')!r} in "

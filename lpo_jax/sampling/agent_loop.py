@@ -21,7 +21,6 @@ import dataclasses
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lpo_jax.sampling.config import FINISH_EOS, SamplingConfig
@@ -68,7 +67,7 @@ class _Run:
         """Run every not-done record from its current boundary until it ends."""
         cfg, scfg = self.cfg, self.scfg
         prefixes = [r.tokens for r in records]
-        st, rows, _ = self._start(prefixes)
+        st, rows = self._start(prefixes)
         n = len(records)
         turn = list(turn0)
         key = as_key(key)
@@ -96,8 +95,10 @@ class _Run:
                 drop[i] = length - keep
                 turn[i] += 1
                 r.add(out.tokens[i, :keep], True, turn[i], out.logprobs[i, :keep])
-                r.actions.append(text)
                 eos = found is None and int(out.finish_reason[i]) == FINISH_EOS
+                if eos:   # the env sees the text without the EOS token (the record keeps the token)
+                    text = decode_tokens(self.tok, out.tokens[i, :keep - 1])
+                r.actions.append(text)
                 calls.append((envs[i], text))
                 call_rows.append((i, eos))
             if drop.any():
@@ -128,12 +129,12 @@ class _Run:
         uniq = list(dict.fromkeys(tuple(p) for p in prefixes))
         if len(uniq) == len(prefixes):
             st, rows, _ = self.sampler.start(prefixes, self.cfg.max_len, pad_id=self.scfg.pad_id)
-            return st, rows, None
+            return st, rows
         st, _, _ = self.sampler.start([list(u) for u in uniq], self.cfg.max_len, pad_id=self.scfg.pad_id)
         where = {u: j for j, u in enumerate(uniq)}
-        rows = self.sampler.buckets.batch_bucket(len(prefixes), self.sampler._dp)
+        rows = self.sampler.buckets.batch_bucket(len(prefixes), self.sampler.data_parallel_size)
         idx = [where[tuple(p)] for p in prefixes] + [0] * (rows - len(prefixes))
-        return self.sampler.take(st, idx), rows, None
+        return self.sampler.take(st, idx), rows
 
 
 def _safe_snapshot(env, info):

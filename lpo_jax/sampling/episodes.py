@@ -14,7 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import copy
 import dataclasses
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 

@@ -78,6 +78,11 @@ class Sampler:
         self.state = state
 
     @property
+    def data_parallel_size(self) -> int:
+        """Product of the mesh's batch-axis sizes (batch buckets are multiples of it); 1 without a mesh."""
+        return self._dp
+
+    @property
     def model_config(self):
         return nnx.merge(self.graphdef, self.state).cfg
 
@@ -97,10 +102,14 @@ class Sampler:
         return None if self.mesh is None else jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
 
     def _constrain_state(self, st: dec.DecodeState) -> dec.DecodeState:
+        """Pin the decode state's shardings: cache by the model's cache rules (batch over the batch axes,
+        KV heads over 'tensor' where they divide), hidden / positions over the batch axes."""
         if self.mesh is None:
             return st
-        shard = lambda x: jax.lax.with_sharding_constraint(x, self._batch_spec(x.ndim)) if x.ndim else x
-        return jax.tree.map(shard, st)
+        from lpo_jax.models.sharding import cache_shardings
+        wsc = jax.lax.with_sharding_constraint
+        cache = jax.tree.map(wsc, st.cache, cache_shardings(st.cache, self.mesh, self.rules))
+        return dec.DecodeState(cache, wsc(st.hidden, self._batch_spec(2)), wsc(st.next_pos, self._batch_spec(1)))
 
     def _put_batch(self, x):
         x = jnp.asarray(x)

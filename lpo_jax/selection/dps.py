@@ -47,7 +47,7 @@ DETERMINISTIC_RATES = (0.0, 0.5, 1.0)  # success-rate proxy per state for predic
 class DPSState:
     counts_IJN: jnp.ndarray  # f32[3, 3, N] (or [3, 3, 1] shared): Dirichlet counts as of last_update_N
     last_update_N: jnp.ndarray  # i32[N] (or [1]): update step at which counts_IJN was written
-    belief_prev_IN: jnp.ndarray  # f32[3, N]: filtered belief of the latest step, p(z_t | data_{<=t})
+    belief_prev_IN: jnp.ndarray  # f32[3, N]: filtered belief of the latest step, p(z_t | data_{<=t}); pi0 at t=0
     belief_pred_IN: jnp.ndarray  # f32[3, N]: predictive belief for the next step, p(z_{t+1} | data_{<=t})
     seen_N: jnp.ndarray  # bool[N]: ever a candidate (propagated from then on)
     step: jnp.ndarray  # i32: number of update calls so far
@@ -69,7 +69,9 @@ def transition_matrix(counts_IJ):
     Accepts [3, 3, ...] counts; columns j are independent `numpyro.distributions.Dirichlet`s.
     """
     conc = jnp.moveaxis(counts_IJ, 0, -1)  # [3(cur), ..., 3(next)]: Dirichlet event axis last
-    return jnp.moveaxis(dist.Dirichlet(conc).mean, -1, 0)
+    # validate_args=False: the 'local' prior has structural zeros (impossible transitions), outside the
+    # Dirichlet's open support but with a well-defined mean.
+    return jnp.moveaxis(dist.Dirichlet(conc, validate_args=False).mean, -1, 0)
 
 
 def decayed_counts(counts_last, a0, decay, steps_since):
@@ -167,10 +169,12 @@ def make_dps(num_prompts: int, batch_size: int, *, decay: float = 0.7, prior="un
 
     def init(key):
         del key
-        belief = lambda: jnp.tile(jnp.asarray(pi0)[:, None], (1, N))  # noqa: E731 (distinct buffers)
+        # z_0 ~ pi0 is the state before the first update; the prediction for step 1 is P(A0) pi0.
         return DPSState(counts_IJN=jnp.tile(a0_j[:, :, None], (1, 1, n_counts)),
-                        last_update_N=jnp.zeros((n_counts,), jnp.int32), belief_prev_IN=belief(),
-                        belief_pred_IN=belief(), seen_N=jnp.zeros((N,), bool), step=jnp.int32(0))
+                        last_update_N=jnp.zeros((n_counts,), jnp.int32),
+                        belief_prev_IN=jnp.tile(jnp.asarray(pi0)[:, None], (1, N)),
+                        belief_pred_IN=jnp.tile(jnp.asarray(p0 @ pi0, jnp.float32)[:, None], (1, N)),
+                        seen_N=jnp.zeros((N,), bool), step=jnp.int32(0))
 
     def predicted_success(belief_IM):
         return sum(float(rates[i]) * belief_IM[i] for i in range(3) if rates[i] != 0.0)

@@ -115,7 +115,11 @@ def build_gps(embeddings_ND, *, batch_size, n_rollouts=8, **hparams) -> GPS:
     @jax.jit
     def init(key) -> GPSState:
         init_key, svi_key = jax.random.split(key)
+        if jnp.issubdtype(svi_key.dtype, jax.dtypes.prng_key):
+            svi_key = jax.random.key_data(svi_key)  # raw uint32 key data: serialisable by any checkpointer
         svi_state = SVIState(svi.optim.init(gps_model.init_param_dict(cfg, init_key)), None, svi_key)
+        svi_state = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), svi_state)  # no weak types: a restored
+        # checkpoint (strongly typed arrays) must hit the same compiled update
         return GPSState(svi_state=svi_state, last_idx_B=zeros_i, last_s_B=zeros_f, has_last=jnp.asarray(False),
                         hist_idx_WB=jnp.zeros((W, B), jnp.int32), hist_valid_W=jnp.zeros((W,), bool),
                         step=jnp.asarray(0, jnp.int32), neg_elbo=jnp.asarray(jnp.nan, jnp.float32))

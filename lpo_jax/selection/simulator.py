@@ -22,6 +22,7 @@
   generalises: its gamma moves only by drift and transfer.
 """
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -91,10 +92,15 @@ def synthetic_embeddings(key, cfg: SimConfig):
 
 def make_simulator(cfg: SimConfig, key, embeddings=None) -> SimState:
     """A fresh simulated pool. `embeddings` f32[N, d] replaces the synthetic ones if given."""
+    if embeddings is not None and (np.ndim(embeddings) != 2 or np.shape(embeddings)[0] != cfg.num_prompts):
+        raise ValueError(f"embeddings must be f32[{cfg.num_prompts}, d], got shape {np.shape(embeddings)}.")
+    return _build(cfg, key, None if embeddings is None else jnp.asarray(embeddings, jnp.float32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _build(cfg: SimConfig, key, embeddings) -> SimState:
     k_e, k_w, k_rff, k_eps, k_split = jax.random.split(key, 5)
-    emb = synthetic_embeddings(k_e, cfg) if embeddings is None else jnp.asarray(embeddings, jnp.float32)
-    if emb.ndim != 2 or emb.shape[0] != cfg.num_prompts:
-        raise ValueError(f"embeddings must be f32[{cfg.num_prompts}, d], got shape {emb.shape}.")
+    emb = synthetic_embeddings(k_e, cfg) if embeddings is None else embeddings
     z = _standardise(emb @ jax.random.normal(k_w, (emb.shape[1],)))
     u = _standardise(_random_fourier_function(k_rff, emb, cfg.nonlinear_lengthscale))
     u = _standardise(u - jnp.mean(u * z) * z)  # orthogonal to the linear part: corr(w.e, d) stays rho

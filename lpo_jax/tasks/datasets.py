@@ -36,8 +36,11 @@ class DatasetConfig:
     source: a .jsonl/.json/.parquet file, a directory of them (files whose name contains `split`
       are used, e.g. HF's data/train-00000-of-00001.parquet), or a Hugging Face dataset name.
     task: "generic" | "math" | "countdown" - picks default `fields` (and the Countdown prompt).
-    fields: canonical name -> record column; merged over the task defaults (generic/math:
-      "prompt", "answer"; countdown: "target", "nums").
+    fields: canonical name -> record column; merged over the task defaults (generic:
+      prompt<-"prompt", answer<-"answer"; math: prompt<-"problem", answer<-"solution";
+      countdown: target<-"target", nums<-"nums").
+    prompt_field / answer_field: shorthands for fields["prompt"] / fields["answer"] (None = keep;
+      ignored by the countdown task, whose prompt is built from target and nums).
     prompt_template: str.format template with {prompt} (generic/math); None = the task default
       (math: an instruction to put the answer in \\boxed{}; generic: the prompt as is).
     countdown_style: "base" | "chat" (see countdown.countdown_prompt).
@@ -49,6 +52,8 @@ class DatasetConfig:
     split: str = "train"
     task: str = "generic"
     fields: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    prompt_field: str | None = None
+    answer_field: str | None = None
     prompt_template: str | None = None
     countdown_style: str = "base"
     limit: int | None = None
@@ -65,7 +70,10 @@ class DatasetConfig:
             )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"dataset limit must be a positive int or None, got {self.limit}")
-        object.__setattr__(self, "fields", {**DEFAULT_FIELDS[self.task], **dict(self.fields)})
+        fields = {**DEFAULT_FIELDS[self.task], **dict(self.fields)}
+        if self.task != "countdown":
+            fields.update({k: v for k, v in (("prompt", self.prompt_field), ("answer", self.answer_field)) if v})
+        object.__setattr__(self, "fields", fields)
         object.__setattr__(self, "meta_fields", tuple(self.meta_fields))
 
     @classmethod

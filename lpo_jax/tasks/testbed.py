@@ -42,6 +42,8 @@ class TestbedTaskConfig:
     (disjoint: see `is_heldout_prompt`); seed: the split is a deterministic function of this config.
     """
 
+    __test__ = False  # not a pytest test class despite the name
+
     levels: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
     ops: tuple[str, ...] = ("sort", "rsort")
     n_train: int = 4096
@@ -142,6 +144,9 @@ def demonstration(op: str, digits: str, rng: np.random.Generator, slip_prob: flo
 def testbed_reward(completion: str, example: Example) -> float:
     """1.0 if the completion (stripped) is exactly the answer, else 0.0."""
     return float(completion.strip() == example.answer)
+
+
+testbed_reward.__test__ = False  # a test module importing it by name must not collect it
 
 
 def sample_demonstrations(

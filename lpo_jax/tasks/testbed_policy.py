@@ -37,6 +37,8 @@ REPORT_FILE = "sft_report.json"
 class TestbedPolicyConfig:
     """Everything that determines the warm-started policy (its hash names the cache entry)."""
 
+    __test__ = False
+
     task: TestbedTaskConfig = TestbedTaskConfig()
     # model (qwen3 family, tied embeddings, vocab = the 64-entry char tokenizer)
     hidden_size: int = 128
@@ -85,6 +87,9 @@ def testbed_model_config(cfg: TestbedPolicyConfig):
         tie_embeddings=True, rope_theta=10000.0, max_position_embeddings=128,
         eos_token_id=chars.EOS_ID,
     )
+
+
+testbed_model_config.__test__ = False
 
 
 def sft_arrays(demos: Sequence[tuple[str, str]], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +156,13 @@ def train_sft(cfg: TestbedPolicyConfig, log: Callable[[str], None] | None = None
 
 
 def measure_success(model, examples: Sequence[Example], *, samples: int, temperature: float, seed: int,
-                    max_new_tokens: int, chunk_prompts: int = 256) -> np.ndarray:
+                    max_new_tokens: int, chunk_prompts: int = 256, sampler=None) -> np.ndarray:
     """Per-prompt success rate [N] over `samples` sampled completions (temperature 0 = greedy, then
-    `samples` should be 1), with the testbed reward, decoded like the saved tokenizer does."""
+    `samples` should be 1), with the testbed reward, decoded like the saved tokenizer does.
+    Pass `sampler` (an lpo_jax.sampling.Sampler over `model`) to reuse its compiled programs."""
     from lpo_jax.sampling import Sampler, SamplingConfig
 
-    sampler = Sampler(model)
+    sampler = sampler or Sampler(model)
     scfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, eos_ids=(chars.EOS_ID,),
                           pad_id=chars.PAD_ID)
     out = np.zeros((len(examples),), np.float64)
@@ -178,11 +184,12 @@ def spread_fraction(success: np.ndarray, low: float = 0.1, high: float = 0.9) ->
 
 def evaluate_policy(model, cfg: TestbedPolicyConfig) -> dict[str, Any]:
     """Spread on `spread_prompts` training prompts, held-out accuracy (sampled and greedy)."""
+    from lpo_jax.sampling import Sampler
     from lpo_jax.tasks.testbed import success_by
 
     train, heldout = generate_splits(cfg.task)
     probe = train[: cfg.spread_prompts]
-    kw = dict(max_new_tokens=cfg.task.max_answer_chars + 1)
+    kw = dict(max_new_tokens=cfg.task.max_answer_chars + 1, sampler=Sampler(model))
     s_train = measure_success(model, probe, samples=cfg.spread_samples, temperature=cfg.temperature,
                               seed=cfg.seed + 1, **kw)
     report = {

@@ -100,7 +100,8 @@ def allocate_roots(v_P, B_root: int, M: int, *, valid_P=None, key=None, unit: in
 def allocate_roots_dp(v_P, B_root: int, M: int, *, valid_P=None):
     """Exact optimum over all integers 0 <= m_i <= M (odd allowed), sum = B_root: knapsack DP, O(P B M).
 
-    Among equal optima the smallest m is taken for later prompts first (backtracking argmax).
+    Among equal optima the smallest m is taken for later prompts first (backtracking argmax). Needs the
+    valid prompts to hold the budget (sum of their M >= B_root); otherwise the result is meaningless.
     """
     _check_root_args(v_P, B_root, M, 1)
     v = _clean(v_P)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from lpo_jax.eval import decode_completions, evaluate
 from lpo_jax.training import builders, checkpoint, rollout as rollout_lib
 from lpo_jax.training.config import objective_from_config
 from lpo_jax.training.metrics import MetricsWriter, plot_curves, read_jsonl
@@ -53,19 +54,6 @@ def _sampling_config(cfg, tokenizer, task, *, temperature, max_new_tokens):
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
     return SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=cfg.rollout.top_k,
                           top_p=cfg.rollout.top_p, eos_ids=(tokenizer.eos_id,), stop_sequences=stops, pad_id=pad)
-
-
-def _decode(tokenizer, out, stop_strings):
-    """Completion texts, cut after the first stop string (the stop string is kept)."""
-    texts = []
-    for row, length in zip(out.tokens, out.lengths):
-        text = tokenizer.decode(row[:length], skip_special_tokens=True)
-        for stop in stop_strings:
-            cut = text.find(stop)
-            if cut >= 0:
-                text = text[:cut + len(stop)]
-        texts.append(text)
-    return texts
 
 
 def _pad_left(token_lists, length, pad_id):
@@ -120,7 +108,7 @@ class _Runner:
         K = self.cfg.rollout.group_size
         prompts = [self.task.train_tokens[i] for i in ids]
         out = self.sampler.generate(prompts, key, self.rollout_cfg, num_samples=K)
-        texts = _decode(self.tok, out, self.task.stop_strings)
+        texts = decode_completions(self.tok, out, self.task.stop_strings)
         rewards, stats = rollout_lib.score(self.task.reward_fn, texts, [self.task.train[i] for i in ids], len(ids), K)
         ptoks, pmask = _pad_left(prompts, self.prompt_len, self.pad_id)
         B, T = len(ids), self.rollout_cfg.max_new_tokens
@@ -184,20 +172,10 @@ class _Runner:
         return state, avg
 
     # ---------------------------------------------------------------- evaluation
-    def evaluate(self, key, chunk: int = 64) -> dict:
+    def evaluate(self, key) -> dict:
         """avg@k and pass@k on the held-out prompts at the eval temperature."""
-        from lpo_jax.eval import avg_at_k, pass_at_k
-        k = self.cfg.eval.num_samples
-        correct = []
-        for start in range(0, len(self.task.eval), chunk):
-            prompts = self.task.eval_tokens[start:start + chunk]
-            out = self.sampler.generate(prompts, jax.random.fold_in(key, start), self.eval_cfg, num_samples=k)
-            texts = _decode(self.tok, out, self.task.stop_strings)
-            rewards, _ = rollout_lib.score(self.task.reward_fn, texts, self.task.eval[start:start + chunk],
-                                           len(prompts), k)
-            correct.append(rewards >= 1.0)
-        correct = np.concatenate(correct)
-        return {"eval_accuracy": avg_at_k(correct), f"eval_pass@{k}": pass_at_k(correct, k)}
+        return evaluate(self.sampler, self.tok, self.task.eval, self.task.eval_tokens, self.task.reward_fn,
+                        self.eval_cfg, self.cfg.eval.num_samples, key, stop_strings=self.task.stop_strings)
 
 
 def _spearman(a, b) -> float:

@@ -68,7 +68,7 @@ def test_kl_is_zero_when_posterior_equals_prior(setup):
     kl = float(gm.kl_diag_normal(mq, sq, mp, sp))
     assert kl > 1e-3 and np.isfinite(float(mc)) and abs(float(analytic) - float(mc)) > 1e-6
     mse_mc, mse_analytic = losses(params, e, c, jnp.asarray(False), "mse")  # the MSE likelihood flag
-    assert np.isfinite(float(mse_mc)) and np.isfinite(float(mse_analytic))
+    assert np.isfinite(float(mse_mc)) and np.isfinite(float(mse_analytic)) and float(mse_mc) != float(mc)
 
 
 def test_kl_matches_closed_form():
@@ -110,9 +110,9 @@ def test_init_matches_module_structure_and_scales(setup):
     block = params["encoder$params"]["blocks"][0]
     np.testing.assert_array_equal(np.asarray(block["ln_attn"]["scale"]), 1.0)
     np.testing.assert_array_equal(np.asarray(block["attn"]["qkv"]["bias"]), 0.0)
-    big = gm.init_param_dict(gm.net_config(64, "tiny", d_model=64, num_heads=4), jax.random.key(0))
-    kernel = np.asarray(big["prior$params"]["blocks"][0]["attn"]["qkv"]["kernel"])  # fan_in 64
-    np.testing.assert_allclose(kernel.std(), 1 / 8, rtol=0.05)
+    kernel = np.asarray(block["attn"]["qkv"]["kernel"])  # [16, 48]: fan_in 16, LeCun std 1/4
+    np.testing.assert_allclose(kernel.std(), 1 / 4, rtol=0.1)  # 768 draws: sample-std error ~2.5%
+    assert abs(kernel.mean()) < 0.05
 
 
 def test_paper_preset_has_about_20m_parameters():

@@ -205,3 +205,17 @@ def test_fresh_noise_on_restore_differs_per_env_seed(kb, data):
         return [env.step(a)[0] for a in actions[:4]]
 
     assert continue_with(1) == continue_with(1) and continue_with(1) != continue_with(2)
+
+
+def test_word_level_tokenizer_from_vocab_round_trips(kb, data):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = sh.synthhop_vocab(kb)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    demo = make_demonstrations(kb, data[:8], seed=3)
+    for d in demo:
+        for text in (d.prompt, d.completion):
+            ids = tok.encode(text).ids
+            assert vocab.index("<unk>") not in ids and len(ids) == len(text.split())
+            assert tok.decode(ids) == " ".join(text.split())
