@@ -14,6 +14,8 @@ Every selector is a `Selector(init, select, update)` of pure, jittable functions
 DAPO dynamic sampling is Uniform proposals plus a filter loop the trainer drives (`dynamic_sampling`).
 GPS lives in `lpo_jax.selection.gps` (`make_selector("gps", embeddings=E, ...)` imports it lazily).
 """
+import numpy as np
+
 from lpo_jax.selection.base import Selector, SelectorState
 from lpo_jax.selection.dps import DPSState, make_dps, prior_counts, transition_matrix
 from lpo_jax.selection.dps_history import dps_hmm_model, filter_history, posterior_predictive_nuts
@@ -21,7 +23,7 @@ from lpo_jax.selection.dynamic_sampling import (DSRound, DynamicSamplingConfig, 
                                                 ds_round_init, ds_train_mask, dynamic_sampling_step,
                                                 filter_mixed, make_dynamic_sampling)
 from lpo_jax.selection.exact_bayes import exact_posterior
-from lpo_jax.selection.harness import run_selector, time_selector
+from lpo_jax.selection.harness import make_runner, run_selector, time_selector
 from lpo_jax.selection.metrics import mixed_mask, spearman, summarize
 from lpo_jax.selection.mopps import MoPPSState, make_mopps, mopps_posterior, mopps_predictive, mopps_prob_mixed
 from lpo_jax.selection.simulator import (SimConfig, SimState, env_rollout, env_step, env_train, make_simulator,
@@ -38,7 +40,7 @@ def make_selector(name: str, **hparams) -> Selector:
     uniform/ds/mopps/dps take num_prompts=, batch_size= and their options; "ds" accepts and checks the DS
     options (max_num_gen_batches, filter_min, filter_max); build the loop config with
     `make_dynamic_sampling`. "gps" calls `lpo_jax.selection.gps.make_gps(embeddings, **rest)` with
-    `embeddings=` f32[N, d] popped from the keyword arguments.
+    `embeddings=` f32[N, d] popped from the keyword arguments (num_prompts=, if given, must match its rows).
     """
     key = name.lower()
     if key == "uniform":
@@ -55,6 +57,9 @@ def make_selector(name: str, **hparams) -> Selector:
         from lpo_jax.selection import gps  # lazy: GPS is optional and heavier
 
         embeddings = hparams.pop("embeddings")
+        num_prompts = hparams.pop("num_prompts", None)  # implied by the embeddings; checked if given
+        if num_prompts is not None and int(num_prompts) != np.shape(embeddings)[0]:
+            raise ValueError(f"num_prompts={num_prompts} but embeddings has {np.shape(embeddings)[0]} rows.")
         return gps.make_gps(embeddings, **hparams)
     raise ValueError(f"unknown selector {name!r}; choose one of {SELECTORS}.")
 
@@ -68,6 +73,6 @@ __all__ = [
     "make_dps", "DPSState", "prior_counts", "transition_matrix", "filter_history", "dps_hmm_model",
     "posterior_predictive_nuts", "exact_posterior",
     "SimConfig", "SimState", "make_simulator", "env_step", "env_rollout", "env_train", "true_success",
-    "run_selector", "time_selector", "mixed_mask", "spearman", "summarize",
+    "make_runner", "run_selector", "time_selector", "mixed_mask", "spearman", "summarize",
     "validate_candidates", "validate_update",
 ]

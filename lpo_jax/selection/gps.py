@@ -53,7 +53,7 @@ DEFAULTS = dict(
     distance_dim=64,  # None: distances in the full embedding space; int r: in its top-r PCA subspace
     standardize_inputs=True,  # networks see per-dimension z-scored embeddings (pool mean/std)
 )
-PRESET_LEARNING_RATES = {"paper": 1e-4, "cpu": 1e-3, "tiny": 3e-3}
+PRESET_LEARNING_RATES = {"paper": 1e-4, "cpu": 3e-3, "tiny": 3e-3}
 _SIZE_FIELDS = ("d_model", "num_layers", "num_heads", "ffn_dim", "z_dim", "decoder_hidden")
 
 

@@ -22,21 +22,22 @@ from lpo_jax.selection.metrics import mixed_mask, spearman
 from lpo_jax.selection.simulator import env_rollout, env_train, oracle_embedding_logit, true_success
 
 
-def run_selector(selector: Selector, sim, key, *, num_steps: int, batch_size: int, n: int = 8,
-                 dynamic_sampling: Optional[DynamicSamplingConfig] = None, probe_heldout: bool = True):
-    """Simulate `num_steps` RL steps. Returns (per-step metrics as numpy arrays, final selector state, final sim)."""
+def make_runner(selector: Selector, *, num_steps: int, batch_size: int, n: int = 8,
+                dynamic_sampling: Optional[DynamicSamplingConfig] = None, probe_heldout: bool = True,
+                compiler_options: Optional[dict] = None):
+    """A jitted `run(sim, key) -> (per-step metrics, final selector state, final sim)`; reuse it across seeds.
+
+    compiler_options go to `jax.jit` (e.g. {"xla_backend_optimization_level": 0} halves compile time in tests).
+    """
     B = int(batch_size)
-    cand = sim.train_ids
-    num_prompts = sim.embeddings_ND.shape[0]
-    pos_of_id = jnp.zeros((num_prompts,), jnp.int32).at[cand].set(jnp.arange(cand.shape[0], dtype=jnp.int32))
-    probe = probe_heldout and sim.heldout_ids.shape[0] >= B
 
     def step(carry, _):
-        state, sim, k = carry
+        state, sim, k, pos_of_id = carry
+        cand = sim.train_ids
         k, k_sel, k_roll, k_probe = jax.random.split(k, 4)
         gamma = true_success(sim)
         out = {}
-        if probe:
+        if probe_heldout and sim.heldout_ids.shape[0] >= B:
             _, _, pred_h = selector.select(state, sim.heldout_ids, k_probe)
             out["heldout_spearman"] = spearman(pred_h, gamma[sim.heldout_ids])
             oracle = oracle_embedding_logit(sim)
@@ -60,14 +61,26 @@ def run_selector(selector: Selector, sim, key, *, num_steps: int, batch_size: in
         out["spearman"] = spearman(pred_m[pos_of_id[ids]], successes / n, trained)
         out["spearman_true"] = spearman(pred_m, gamma[cand])
         out["mean_gamma"] = gamma[cand].mean()
-        return (state, env_train(sim, ids, trained), k), out
+        return (state, env_train(sim, ids, trained), k, pos_of_id), out
 
-    @jax.jit
     def run(sim, key):
+        cand = sim.train_ids
+        pos_of_id = jnp.zeros((sim.embeddings_ND.shape[0],), jnp.int32).at[cand].set(
+            jnp.arange(cand.shape[0], dtype=jnp.int32))
         k_init, k_run = jax.random.split(key)
-        carry, per_step = jax.lax.scan(step, (selector.init(k_init), sim, k_run), None, length=num_steps)
+        init = (selector.init(k_init), sim, k_run, pos_of_id)
+        carry, per_step = jax.lax.scan(step, init, None, length=num_steps)
         return per_step, carry[0], carry[1]
 
+    return jax.jit(run, compiler_options=compiler_options)
+
+
+def run_selector(selector: Selector, sim, key, *, num_steps: int, batch_size: int, n: int = 8,
+                 dynamic_sampling: Optional[DynamicSamplingConfig] = None, probe_heldout: bool = True,
+                 compiler_options: Optional[dict] = None):
+    """Simulate `num_steps` RL steps once. Returns (per-step metrics as numpy arrays, final selector state, sim)."""
+    run = make_runner(selector, num_steps=num_steps, batch_size=batch_size, n=n, dynamic_sampling=dynamic_sampling,
+                      probe_heldout=probe_heldout, compiler_options=compiler_options)
     per_step, state, sim = run(sim, key)
     return jax.tree.map(np.asarray, per_step), state, sim
 

@@ -104,15 +104,15 @@ def score_completions(
                 first_error = f"{type(exc).__name__}: {exc} (sample {i})"
             continue
         try:
-            value = float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            value = math.nan
-        if not math.isfinite(value):
+            number = math.nan
+        if not math.isfinite(number):
             n_nonfinite += 1
             if first_error is None:
                 first_error = f"non-finite reward {value!r} (sample {i})"
             continue
-        rewards[i] = value
+        rewards[i] = number
     return rewards, ScoreStats(len(completions), n_errors, n_nonfinite, first_error)
 
 

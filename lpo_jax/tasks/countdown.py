@@ -55,8 +55,8 @@ def parse_expression(text: str) -> ast.Expression:
         raise UnsafeExpressionError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise UnsafeExpressionError(f"not an arithmetic expression: {exc.msg}") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:  # ValueError: null bytes
+        raise UnsafeExpressionError(f"not an arithmetic expression: {exc}") from None
     for node in ast.walk(tree):
         if isinstance(node, (ast.Expression, ast.BinOp)) or type(node) in _BINOPS:
             continue

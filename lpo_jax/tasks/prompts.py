@@ -45,13 +45,13 @@ class PromptTokens:
         return tokens, mask
 
 
-def _encode(tokenizer, text: str, chat_template: bool) -> list[int]:
+def _encode(tokenizer, text: str, chat_template: bool, add_special_tokens: bool) -> list[int]:
     hf = getattr(tokenizer, "hf", tokenizer)  # lpo_jax.models.Tokenizer wraps an HF tokenizer
-    if chat_template:
+    if chat_template:  # the template writes any BOS itself
         text = hf.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                       add_generation_prompt=True)
         return list(hf.encode(text, add_special_tokens=False))
-    return list(hf.encode(text))
+    return list(hf.encode(text, add_special_tokens=add_special_tokens))
 
 
 def tokenize_prompts(
@@ -61,12 +61,15 @@ def tokenize_prompts(
     max_prompt_len: int,
     overflow: str = "error",
     chat_template: bool = False,
+    add_special_tokens: bool = True,
     config_key: str = "task.max_prompt_len",
 ) -> PromptTokens:
     """Token ids of each prompt under the length policy (see module doc).
 
     tokenizer: a Hugging Face tokenizer or an lpo_jax.models.Tokenizer. chat_template=True wraps
     each prompt as one user message with the tokenizer's chat template (generation prompt added).
+    add_special_tokens: (without a chat template) let the tokenizer add its BOS etc., as Hugging
+      Face does by default (Llama base models expect BOS; Qwen adds nothing).
     config_key: the name shown in the error message for the setting that raises the limit.
     """
     if overflow not in OVERFLOW_POLICIES:
@@ -76,7 +79,7 @@ def tokenize_prompts(
     out, truncated = [], []
     for i, prompt in enumerate(prompts):
         text = prompt.prompt if isinstance(prompt, Example) else prompt
-        ids = _encode(tokenizer, text, chat_template)
+        ids = _encode(tokenizer, text, chat_template, add_special_tokens)
         if not ids:
             raise ValueError(f"prompt {i} encodes to no tokens; check the dataset's prompt field")
         if len(ids) > max_prompt_len:

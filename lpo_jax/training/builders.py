@@ -5,6 +5,7 @@ Everything here runs once at start-up, on the host; the loop then only threads p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Callable
@@ -57,24 +58,6 @@ def build_policy(cfg: ml_collections.ConfigDict, mesh) -> Policy:
     return Policy(model=model, tokenizer=Tokenizer.from_pretrained(path), path=path, sft_s=sft_s)
 
 
-def _encode_prompts(tokenizer, examples, max_len: int, overflow: str, split: str) -> tuple[list[list[int]], int]:
-    """Token ids per prompt; over-long prompts raise (overflow='error') or are left-truncated and counted."""
-    out, truncated = [], 0
-    for i, ex in enumerate(examples):
-        ids = list(tokenizer.encode(ex.prompt))
-        if len(ids) > max_len:
-            if overflow == "error":
-                raise ValueError(
-                    f"{split} prompt {i} has {len(ids)} tokens, more than config.task.max_prompt_len={max_len}. "
-                    "Raise config.task.max_prompt_len or set config.task.prompt_overflow='truncate'.")
-            ids = ids[-max_len:]
-            truncated += 1
-        if not ids:
-            raise ValueError(f"{split} prompt {i} encodes to no tokens; check the dataset's prompt field")
-        out.append(ids)
-    return out, truncated
-
-
 def build_task(cfg: ml_collections.ConfigDict, tokenizer) -> TaskData:
     """Train / held-out examples and reward function for cfg.task.name, prompts tokenised once."""
     name = cfg.task.name
@@ -86,22 +69,22 @@ def build_task(cfg: ml_collections.ConfigDict, tokenizer) -> TaskData:
         train, held = generate_splits(tcfg)
         reward_fn = testbed_reward
     else:
+        from lpo_jax.tasks import get_reward_fn
         from lpo_jax.tasks.datasets import DatasetConfig, load_examples
-        train = load_examples(DatasetConfig(source=cfg.task.train_path, prompt_field=cfg.task.prompt_field,
-                                            answer_field=cfg.task.answer_field, task=name,
-                                            limit=cfg.task.num_train or None))
+        common = dict(task={"jsonl": "generic"}.get(name, name), prompt_field=cfg.task.prompt_field or None,
+                      answer_field=cfg.task.answer_field or None)
+        train = load_examples(DatasetConfig(source=cfg.task.train_path, limit=cfg.task.num_train or None, **common))
         held = load_examples(DatasetConfig(source=cfg.task.eval_path or cfg.task.train_path, split="test",
-                                           prompt_field=cfg.task.prompt_field, answer_field=cfg.task.answer_field,
-                                           task=name, limit=cfg.task.num_eval or None))
-        if name == "countdown":
-            from lpo_jax.tasks.countdown import countdown_reward as reward_fn
-        else:
-            from lpo_jax.tasks.math_task import math_reward as reward_fn
+                                           limit=cfg.task.num_eval or None, **common))
+        reward_fn = get_reward_fn("exact_match" if name == "jsonl" else name)
         stop = ("</answer>",)
-    train_tokens, n1 = _encode_prompts(tokenizer, train, cfg.task.max_prompt_len, cfg.task.prompt_overflow, "train")
-    eval_tokens, n2 = _encode_prompts(tokenizer, held, cfg.task.max_prompt_len, cfg.task.prompt_overflow, "eval")
-    return TaskData(train=train, eval=held, reward_fn=reward_fn, train_tokens=train_tokens,
-                    eval_tokens=eval_tokens, truncated=n1 + n2, stop_strings=stop)
+    from lpo_jax.tasks.prompts import tokenize_prompts
+    encode = functools.partial(tokenize_prompts, tokenizer, max_prompt_len=cfg.task.max_prompt_len,
+                               overflow=cfg.task.prompt_overflow)
+    train_tokens, eval_tokens = encode(train), encode(held)
+    return TaskData(train=train, eval=held, reward_fn=reward_fn, train_tokens=train_tokens.ids,
+                    eval_tokens=eval_tokens.ids, truncated=train_tokens.n_truncated + eval_tokens.n_truncated,
+                    stop_strings=stop)
 
 
 def build_selector(cfg: ml_collections.ConfigDict, task: TaskData):

@@ -35,8 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.name = "testbed"           # "testbed" | "countdown" | "math" | "jsonl"
     c.task.train_path = ""
     c.task.eval_path = ""
-    c.task.prompt_field = "prompt"
-    c.task.answer_field = "answer"
+    c.task.prompt_field = ""           # "" = the task's default column (math: problem / solution)
+    c.task.answer_field = ""
     c.task.max_prompt_len = 64
     c.task.prompt_overflow = "error"  # "error" | "truncate"
     c.task.num_train = 0              # 0 = task default
@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.micro_batches = 1         # gradient accumulation steps per mini-batch
     c.train.max_nonfinite = 3         # consecutive skipped (non-finite) updates before stopping
 
+    c.distributed = False             # multi-host: call jax.distributed.initialize() first (same script per host)
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                  # -1 = all remaining devices
     c.mesh.fsdp = 1

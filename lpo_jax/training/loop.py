@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from lpo_jax.eval import decode_completions, evaluate
+from lpo_jax.tasks.prompts import PromptTokens
 from lpo_jax.training import builders, checkpoint, rollout as rollout_lib
 from lpo_jax.training.config import objective_from_config
 from lpo_jax.training.metrics import MetricsWriter, plot_curves, read_jsonl
@@ -54,15 +55,6 @@ def _sampling_config(cfg, tokenizer, task, *, temperature, max_new_tokens):
     pad = tokenizer.pad_id if tokenizer.pad_id is not None else tokenizer.eos_id
     return SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=cfg.rollout.top_k,
                           top_p=cfg.rollout.top_p, eos_ids=(tokenizer.eos_id,), stop_sequences=stops, pad_id=pad)
-
-
-def _pad_left(token_lists, length, pad_id):
-    tokens = np.full((len(token_lists), length), pad_id, np.int32)
-    mask = np.zeros((len(token_lists), length), np.int32)
-    for i, ids in enumerate(token_lists):
-        tokens[i, length - len(ids):] = ids
-        mask[i, length - len(ids):] = 1
-    return tokens, mask
 
 
 class _Runner:
@@ -110,7 +102,7 @@ class _Runner:
         out = self.sampler.generate(prompts, key, self.rollout_cfg, num_samples=K)
         texts = decode_completions(self.tok, out, self.task.stop_strings)
         rewards, stats = rollout_lib.score(self.task.reward_fn, texts, [self.task.train[i] for i in ids], len(ids), K)
-        ptoks, pmask = _pad_left(prompts, self.prompt_len, self.pad_id)
+        ptoks, pmask = PromptTokens(ids=prompts, max_prompt_len=self.prompt_len).left_padded(self.pad_id)
         B, T = len(ids), self.rollout_cfg.max_new_tokens
         return rollout_lib.assemble(ids, ptoks, pmask, out.tokens.reshape(B, K, T), out.mask.reshape(B, K, T),
                                     out.logprobs.reshape(B, K, T), rewards, texts, stats)
@@ -190,6 +182,8 @@ def _spearman(a, b) -> float:
 def run(cfg: ml_collections.ConfigDict) -> RunResult:
     """The loop. Returns the summary plus the final train and selector states."""
     launch = time.time()
+    if cfg.distributed:  # before any other JAX call
+        jax.distributed.initialize()  # auto-detects TPU pods, SLURM and Open MPI
     run_dir = os.path.abspath(os.path.join(cfg.output_dir, cfg.run_name))
     os.makedirs(run_dir, exist_ok=True)
     R = _Runner(cfg)

@@ -109,8 +109,7 @@ class MoPPSAcquisitionTest(parameterized.TestCase):
         state = sel.update(state, jnp.arange(N, dtype=jnp.int32), jnp.asarray(rng.integers(0, K + 1, N), jnp.int32), K)
         return select, state
 
-    @parameterized.parameters(0.3)
-    def test_topk_takes_draws_nearest_target(self, target):
+    def test_topk_takes_draws_nearest_target(self, target=0.3):
         select, state = self._trained("topk", target)
         cand = jnp.arange(N, dtype=jnp.int32)
         key = jax.random.key(5)

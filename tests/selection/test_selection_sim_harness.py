@@ -11,6 +11,7 @@ from lpo_jax.selection.simulator import env_rollout, env_train, success_logit
 
 CFG = SimConfig(num_prompts=2000, dim=16, num_topics=8, heldout_fraction=0.2)
 B, K, T = 64, 8, 40
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # test speed
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,8 @@ def test_difficulty_structure(sim):
 
 def test_rollouts_follow_gamma_and_training_moves_it(sim):
     ids = sim.train_ids[:B]
-    c = np.stack([np.asarray(env_rollout(sim, ids, jax.random.key(s), K)) for s in range(200)])
+    rollout = jax.jit(env_rollout, static_argnums=3)
+    c = np.stack([np.asarray(rollout(sim, ids, jax.random.key(s), K)) for s in range(200)])
     g = np.asarray(true_success(sim))[np.asarray(ids)]
     assert np.abs(c.mean(0) / K - g).max() < 4 * np.sqrt(0.25 / (200 * K)) + 1e-3
     mask = jnp.arange(B) < B // 2
@@ -67,7 +69,8 @@ def results(sim):
     for name, sel, ds in [("uniform", make_uniform(n, B), None), ("ds", *make_dynamic_sampling(n, B)),
                           ("mopps", make_mopps(n, B, decay=1.0), None), ("dps", make_dps(n, B, decay=0.7), None)]:
         per_step, _, final = run_selector(sel, sim, jax.random.key(1), num_steps=T, batch_size=B, n=K,
-                                          dynamic_sampling=ds, probe_heldout=name in ("uniform", "dps"))
+                                          dynamic_sampling=ds, probe_heldout=name in ("uniform", "dps"),
+                                          compiler_options=FAST_COMPILE)
         out[name] = (summarize(per_step), per_step, final)
     return out
 

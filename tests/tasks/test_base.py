@@ -51,6 +51,8 @@ def test_raising_and_nonfinite_rewards_are_zeroed_and_counted():
     np.testing.assert_array_equal(rewards, [0.5, 0, 0, 0, 0, 0])
     assert stats.n_errors == 2 and stats.n_nonfinite == 3 and stats.n_failed == 5
     assert stats.first_error == "non-finite reward nan (sample 1)"
+    _, stats3 = score_completions(flaky, ["str"], _examples(1))
+    assert stats3.first_error == "non-finite reward 'not a number' (sample 0)" and stats3.n_nonfinite == 1
     _, stats2 = score_completions(flaky, ["boom", "nan"], _examples(2))
     assert stats2.first_error == "RuntimeError: reward server down (sample 0)"
     assert np.all(np.isfinite(rewards))

@@ -2,6 +2,8 @@
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lpo_jax.tasks.base import Example
 from lpo_jax.tasks.countdown import (UnsafeExpressionError, check_equation, countdown_examples, countdown_prompt,
@@ -52,6 +54,7 @@ def test_evaluator_never_executes_code(tmp_path):
         "True + 1",
         "1 if 1 else 2",
         "(" * 300 + "1" + ")" * 300,
+        "1 +\x00 2",
     ]
     for text in attacks:
         with pytest.raises(UnsafeExpressionError):
@@ -94,3 +97,13 @@ def test_records_need_target_and_nums():
     with pytest.raises(ValueError, match="'target' and 'nums'"):
         countdown_examples([{"target": 1, "numbers": [1]}])
     assert isinstance(exs[0], Example)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="0123456789+-*/() .=_abx'[]:,", max_size=40))
+def test_arbitrary_answers_never_raise_and_score_in_the_reward_set(text):
+    assert countdown_reward(f"<answer>{text}</answer>", _ex([3, 5, 2], 16)) in (0.1, 1.0)
+    try:
+        parse_expression(text)
+    except UnsafeExpressionError:
+        pass

@@ -37,3 +37,11 @@ def test_bad_policy_and_chat_template(auto_tokenizer):
         tokenize_prompts(auto_tokenizer, PROMPTS, max_prompt_len=8, overflow="drop")
     out = tokenize_prompts(auto_tokenizer, ["s:12="], max_prompt_len=8, chat_template=True)
     assert out.ids == [encode_chars("s:12=")]  # the testbed template concatenates message contents
+
+
+def test_accepts_the_lpo_jax_tokenizer_wrapper(char_tokenizer_dir, auto_tokenizer):
+    from lpo_jax.models import Tokenizer
+
+    wrapped = Tokenizer.from_pretrained(char_tokenizer_dir)
+    assert tokenize_prompts(wrapped, PROMPTS, max_prompt_len=16).ids == \
+        tokenize_prompts(auto_tokenizer, PROMPTS, max_prompt_len=16).ids

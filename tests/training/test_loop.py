@@ -69,16 +69,17 @@ def _params_equal(a, b):
     ("lpo_fwd", "gps"),
 ])
 def test_every_objective_and_selector_runs(tiny_policy_dir, tmp_path, objective, selector):
-    cfg = tiny_config(tiny_policy_dir, tmp_path, **{"objective.name": objective, "selector.name": selector,
-                                                     "run_name": f"{objective}_{selector}"})
+    cfg = tiny_config(tiny_policy_dir, tmp_path, steps=1, **{"objective.name": objective,
+                                                              "selector.name": selector,
+                                                              "run_name": f"{objective}_{selector}"})
     result = loop.run(cfg)
     s = result.summary
-    assert s["steps"] == 2
+    assert s["steps"] == 1
     per_step = 8 * 4
-    assert s["rollouts"] >= 2 * per_step if selector == "ds" else s["rollouts"] == 2 * per_step
+    assert s["rollouts"] >= per_step if selector == "ds" else s["rollouts"] == per_step
     rows = [json.loads(line) for line in open(os.path.join(tmp_path, cfg.run_name, "metrics.jsonl"))]
     trained = [r for r in rows if "loss" in r]
-    assert len(trained) == 2 and all(math.isfinite(r["loss"]) for r in trained)
+    assert len(trained) == 1 and all(math.isfinite(r["loss"]) for r in trained)
     assert os.path.isfile(s["curves"])
     assert 0.0 <= s["final_accuracy"] <= 1.0
 
@@ -119,3 +120,31 @@ def test_nonfinite_updates_are_skipped_then_stop_with_checkpoint_intact(tiny_pol
         loop.run(bad)
     with checkpoint.open_manager(os.path.join(tmp_path, "nan", "checkpoints")) as mngr:
         assert mngr.latest_step() == 1
+
+
+def test_train_cli_on_a_jsonl_dataset_writes_metrics_curves_checkpoint(tiny_policy_dir, tmp_path):
+    """experiments/train.py end to end on a local jsonl task: last line is the run's JSON summary."""
+    import subprocess
+    import sys
+    data = tmp_path / "data.jsonl"
+    with open(data, "w") as f:
+        for i in range(24):
+            f.write(json.dumps({"prompt": f"s:{i % 10}{(i * 7) % 10}=", "answer": "7"}) + "\n")
+    args = ["--config.model.source=hf", f"--config.model.path={tiny_policy_dir}", "--config.task.name=jsonl",
+            f"--config.task.train_path={data}", "--config.task.max_prompt_len=16", "--config.steps=1",
+            "--config.rollout.batch_prompts=8", "--config.rollout.group_size=4",
+            "--config.rollout.max_new_tokens=6", "--config.eval.num_samples=2", "--config.eval.every=0",
+            "--config.log.progress=False", f"--config.output_dir={tmp_path / 'runs'}", "--config.run_name=cli",
+            "--config.selector.name=uniform"]
+    proc = subprocess.run([sys.executable, "experiments/train.py", *args], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["run"] == "cli" and summary["steps"] == 1 and summary["rollouts"] == 32
+    run_dir = tmp_path / "runs" / "cli"
+    assert os.path.isfile(summary["curves"]) and os.path.isabs(summary["checkpoint"])
+    assert (run_dir / "metrics.jsonl").read_text().count("\n") >= 2
+    assert (run_dir / "tensorboard").is_dir()
+    with checkpoint.open_manager(summary["checkpoint"]) as mngr:
+        assert mngr.latest_step() == 1
+    assert os.path.isfile(os.path.join(summary["hf_export"], "config.json"))

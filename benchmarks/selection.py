@@ -1,0 +1,109 @@
+"""Selectors on the synthetic prompt-dynamics simulator (spec §1 metrics, §8 harness).
+
+Defaults: 10k prompts (10% held out), batch 256, k = 8, 100 steps, 3 seeds; whole training pool as candidates;
+MoPPS decay 1.0, DPS decay 0.7 (the spec's large-pool settings), DS max_num_gen_batches = 4; GPS with its
+module defaults (included when lpo_jax.selection.gps is importable). Each method is compiled once and run on
+the same 3 simulated pools (one per seed) in one process.
+
+Per method (means over seeds): effective_ratio (mixed groups / trained prompts), rollouts_per_effective (all
+rollouts, DS discards included / effective prompts), spearman (predicted vs realised c/n on the selected batch,
+mean over steps), heldout_spearman (predicted vs true gamma on never-trained held-out prompts, mean over the
+second half of the run; null where predictions for unseen prompts are constant, i.e. per-prompt methods),
+select_ms (select + update, jitted, post warm-up, block_until_ready, median; DS: one proposal round x mean
+rounds per step). null where a figure does not apply. The last line is one JSON object.
+"""
+import argparse
+import json
+import math
+import time
+
+import jax
+import numpy as np
+
+from lpo_jax.selection import (SimConfig, make_dps, make_dynamic_sampling, make_mopps, make_simulator,
+                               make_uniform, summarize, time_selector)
+from lpo_jax.selection.harness import make_runner
+
+
+def build(name, sim0, args):
+    N, B = args.num_prompts, args.batch_size
+    if name == "uniform":
+        return make_uniform(N, B), None
+    if name == "ds":
+        return make_dynamic_sampling(N, B, max_num_gen_batches=4)
+    if name == "mopps":
+        return make_mopps(N, B, decay=1.0), None
+    if name == "dps":
+        return make_dps(N, B, decay=0.7), None
+    from lpo_jax.selection import gps  # noqa: F401 (ImportError -> skipped by the caller)
+    from lpo_jax.selection import make_selector
+    return make_selector("gps", embeddings=np.asarray(sim0.embeddings_ND), batch_size=B, n_rollouts=args.k), None
+
+
+def nan_to_none(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 4)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--num_prompts", type=int, default=10_000)
+    ap.add_argument("--batch_size", type=int, default=256)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--methods", default="uniform,ds,mopps,dps,gps")
+    args = ap.parse_args()
+    cfg = SimConfig(num_prompts=args.num_prompts)
+    sims = [make_simulator(cfg, jax.random.key(1000 + s)) for s in range(args.seeds)]
+    # GPS is built on the embeddings of the first pool; all pools share the generator (different draws), so
+    # GPS is rebuilt per seed below only if its embeddings are closed over (they are): rebuild per seed.
+    results = {}
+    for name in args.methods.split(","):
+        t0 = time.time()
+        per_seed, ms = [], None
+        try:
+            runner = None
+            for s, sim in enumerate(sims):
+                if runner is None or name == "gps":
+                    selector, ds = build(name, sim, args)
+                    runner = make_runner(selector, num_steps=args.steps, batch_size=args.batch_size, n=args.k,
+                                         dynamic_sampling=ds)
+                per_step, state, _ = runner(sim, jax.random.key(s))
+                per_step = jax.tree.map(np.asarray, per_step)
+                half = {k: (v[args.steps // 2:] if k in ("heldout_spearman", "oracle_heldout_spearman") else v)
+                        for k, v in per_step.items()}
+                summary = summarize(half)
+                summary["gen_batches"] = float(per_step["gen_batches"].mean()) if "gen_batches" in per_step else 1.0
+                per_seed.append(summary)
+                if s == 0:
+                    med, _ = time_selector(selector, state, sim.train_ids, jax.random.key(99),
+                                           batch_size=args.batch_size, n=args.k)
+                    ms = med
+        except ImportError as err:
+            print(f"{name}: skipped ({err})", flush=True)
+            continue
+        mean = {k: float(np.nanmean([p[k] for p in per_seed])) if any(np.isfinite(p[k]) for p in per_seed)
+                else float("nan") for k in per_seed[0]}
+        ms = ms * mean["gen_batches"]
+        results[name] = {"effective_ratio": mean["effective_ratio"], "rollouts_per_effective":
+                         mean["rollouts_per_effective"], "spearman": mean["spearman"],
+                         "heldout_spearman": mean.get("heldout_spearman", float("nan")), "select_ms": ms}
+        print(f"{name}: " + ", ".join(f"{k} {v:.4g}" for k, v in results[name].items())
+              + f", gen_batches {mean['gen_batches']:.2f}, spearman_true {mean['spearman_true']:.3g}, "
+              f"oracle_heldout_spearman {mean['oracle_heldout_spearman']:.3g}  ({time.time() - t0:.0f}s, "
+              f"device {jax.devices()[0].device_kind})", flush=True)
+    if "uniform" in results and "ds" in results:
+        u, d = results["uniform"], results["ds"]
+        for name in ("mopps", "dps", "gps"):
+            if name in results:
+                r = results[name]
+                print(f"goal check {name}: effective ratio {r['effective_ratio'] / u['effective_ratio']:.2f}x uniform "
+                      f"(goal >= 1.5), rollouts/effective {r['rollouts_per_effective'] / d['rollouts_per_effective']:.2f}x "
+                      f"DS (goal <= 0.5)" + (f", held-out Spearman {r['heldout_spearman']:.3f} (goal >= 0.3)"
+                                             if name == "gps" else ""), flush=True)
+    methods = {m: {k: nan_to_none(v) for k, v in r.items()} for m, r in results.items()}
+    print(json.dumps({"benchmark": "selection", "methods": methods}))
+
+
+if __name__ == "__main__":
+    main()
