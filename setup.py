@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6",    # TensorBoard writer without TensorFlow
     "matplotlib>=3.8",      # training-curve PNGs
     "wordllama>=0.4",       # static prompt embeddings for GPS (weights ship in the wheel)
+    "math-verify>=0.7",     # math answer grading
+    "pyarrow>=14",          # parquet datasets
 ]
 
 EXTRAS = {

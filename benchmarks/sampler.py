@@ -5,8 +5,10 @@ intermediate 1024, tied embeddings, vocab 8192), prompt 64, 128 new tokens, samp
 the full vocabulary (no top-k/top-p on either side), EOS suppressed on both sides so both generate exactly
 128 tokens per row. Batch 32 is the headline; batches 1 and 128 are also reported. Both sides run in one
 process on the same random prompts; medians over --repeats runs; our compile time is reported separately
-(first call minus a warm call). tokens/s counts generated tokens only (batch * new tokens / wall time of
-the whole generate call, prefill included, on both sides).
+(trace + lowering + XLA compile time of the first call). tokens/s counts generated tokens only (batch * new
+tokens / wall time of the whole generate call, prefill included, on both sides). The machine's 1-minute load
+average is recorded: on a shared CPU, torch's OpenMP threads degrade far more than XLA under contention,
+so compare numbers taken on an idle machine (or pass --torch-threads 1).
 
 GPU check (the lead's): e.g. `--preset qwen3-1.7b --no-hf --batch 64 --peak-gbs 3350` (random bf16
 weights): also reports decode-only tokens/s and an HBM bandwidth fraction estimate = bytes read per decode
@@ -56,25 +58,46 @@ def parse_args():
     return p.parse_args()
 
 
-def _median_time(fn, repeats):
-    times = []
+_cpu_seconds = {}
+
+
+def _median_time(fn, repeats, tag=None):
+    """Median wall seconds of fn(); with `tag`, also records the median process CPU seconds."""
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    if tag:
+        _cpu_seconds[tag] = statistics.median(cpu)
     return statistics.median(times)
 
 
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_compile_seconds = [0.0]
+
+
+def _on_duration(event, duration, **_):
+    if event in _COMPILE_EVENTS:
+        _compile_seconds[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
 def bench_ours(sampler, prompts, cfg, repeats):
-    """(tokens/s end to end, compile seconds, decode-only tokens/s, decode steps/s)."""
+    """(tokens/s end to end, compile seconds (trace + lower + XLA compile of the first call), decode-only
+    tokens/s, decode steps/s)."""
     b, n = prompts.shape[0], cfg.max_new_tokens
     mask = np.ones_like(prompts, bool)
     run = lambda key: jax.block_until_ready(sampler.generate_arrays(prompts, mask, key, cfg))
-    t0 = time.perf_counter()
+    before = _compile_seconds[0]
     out = run(0)
-    first = time.perf_counter() - t0
+    compile_s = _compile_seconds[0] - before
     assert int(np.asarray(out.lengths).min()) == n, "every row must generate max_new_tokens"
-    wall = _median_time(lambda: run(1), repeats)
+    wall = _median_time(lambda: run(1), repeats, tag="ours")
     # decode only: prefill through the step-wise API, then time the decode loop alone
     st, _, _ = sampler.start([list(p) for p in prompts], prompts.shape[1] + n)
     sampler.decode(st, 0, cfg)                                     # compile
@@ -86,7 +109,7 @@ def bench_ours(sampler, prompts, cfg, repeats):
         sampler.decode(st, r, cfg)
         times.append(time.perf_counter() - t)
     dec = statistics.median(times)
-    return b * n / wall, max(first - wall, 0.0), b * n / dec, n / dec
+    return b * n / wall, compile_s, b * n / dec, n / dec
 
 
 def bench_hf(hf_model, prompts, new_tokens, repeats):
@@ -102,7 +125,7 @@ def bench_hf(hf_model, prompts, new_tokens, repeats):
         assert out.shape[1] == x.shape[1] + new_tokens
 
     run()                                                          # warm-up
-    return prompts.shape[0] * new_tokens / _median_time(run, repeats)
+    return prompts.shape[0] * new_tokens / _median_time(run, repeats, tag="hf")
 
 
 def bytes_per_decode_step(cfg: ModelConfig, batch: int, cache_len: int) -> int:
@@ -141,13 +164,15 @@ def main():
         reps = args.repeats if b == args.batch else max(1, args.repeats // 2)
         ours, compile_s, dec_tok_s, steps_s = bench_ours(sampler, prompts, scfg, reps)
         row = {"ours_tok_s": round(ours, 1), "ours_decode_tok_s": round(dec_tok_s, 1),
-               "compile_s": round(compile_s, 2)}
+               "compile_s": round(compile_s, 2),
+               "ours_tok_per_cpu_s": round(b * args.new_tokens / _cpu_seconds["ours"], 1)}
         if args.peak_gbs:
             gbs = bytes_per_decode_step(cfg, b, args.prompt_len + args.new_tokens) * steps_s / 1e9
             row.update(achieved_gbs=round(gbs, 1), hbm_fraction=round(gbs / args.peak_gbs, 3))
         if hf_model is not None:
             hf = bench_hf(hf_model, prompts, args.new_tokens, reps)
-            row.update(hf_tok_s=round(hf, 1), ratio=round(ours / hf, 2))
+            row.update(hf_tok_s=round(hf, 1), ratio=round(ours / hf, 2),
+                       hf_tok_per_cpu_s=round(b * args.new_tokens / _cpu_seconds["hf"], 1))
         print(f"batch {b}: {row}", flush=True)
         by_batch[str(b)] = row
         if b == args.batch:

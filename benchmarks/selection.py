@@ -55,8 +55,7 @@ def main():
     args = ap.parse_args()
     cfg = SimConfig(num_prompts=args.num_prompts)
     sims = [make_simulator(cfg, jax.random.key(1000 + s)) for s in range(args.seeds)]
-    # GPS is built on the embeddings of the first pool; all pools share the generator (different draws), so
-    # GPS is rebuilt per seed below only if its embeddings are closed over (they are): rebuild per seed.
+    # Each seed is its own pool; GPS closes over the pool's embeddings, so it is rebuilt (recompiled) per seed.
     results = {}
     for name in args.methods.split(","):
         t0 = time.time()
@@ -97,10 +96,11 @@ def main():
         for name in ("mopps", "dps", "gps"):
             if name in results:
                 r = results[name]
-                print(f"goal check {name}: effective ratio {r['effective_ratio'] / u['effective_ratio']:.2f}x uniform "
-                      f"(goal >= 1.5), rollouts/effective {r['rollouts_per_effective'] / d['rollouts_per_effective']:.2f}x "
-                      f"DS (goal <= 0.5)" + (f", held-out Spearman {r['heldout_spearman']:.3f} (goal >= 0.3)"
-                                             if name == "gps" else ""), flush=True)
+                eff = r["effective_ratio"] / u["effective_ratio"]
+                cost = r["rollouts_per_effective"] / d["rollouts_per_effective"]
+                extra = f", held-out Spearman {r['heldout_spearman']:.3f} (goal >= 0.3)" if name == "gps" else ""
+                print(f"goal check {name}: effective ratio {eff:.2f}x uniform (goal >= 1.5), rollouts/effective "
+                      f"{cost:.2f}x DS (goal <= 0.5){extra}", flush=True)
     methods = {m: {k: nan_to_none(v) for k, v in r.items()} for m, r in results.items()}
     print(json.dumps({"benchmark": "selection", "methods": methods}))
 

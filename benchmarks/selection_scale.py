@@ -1,9 +1,11 @@
 """DPS and MoPPS select + update over a pool of 1M prompts on CPU (goal: <= 50 ms per step).
 
-Candidates = the whole pool (the most demanding setting; the spec's MoPPS/DPS scripts use candidate_ratio x B).
+JSON figures: candidates = the whole pool (the most demanding setting). A second printed row per method uses
+M = candidate_ratio x B candidates (16 x 256 = 4096, MoPPS's MATH setting) over the same 1M-prompt state.
 The state is first warmed by `--warm_steps` select/update steps with random outcomes so that counts and
 beliefs are non-trivial. Timing: select and update each jitted with the state donated (as a training loop
-would; without donation a jitted select copies the whole [N]-state it returns), post warm-up, block_until_ready, median (and min) over `--reps` steps; one process, same inputs.
+would; without donation a jitted select copies the whole [N]-state it returns), post warm-up,
+block_until_ready, median (and min) over `--reps` steps; one process, same inputs.
 Prints one JSON line last: {"benchmark": "selection_scale", "dps_ms": ..., "mopps_ms": ...}.
 The machine this was written on is a shared 2-core box; timings there are noisy (see the min column).
 """
@@ -18,13 +20,16 @@ import numpy as np
 from lpo_jax.selection import make_dps, make_mopps
 
 
-def time_steps(selector, num_prompts, batch_size, n, reps, warm_steps, seed=0):
+def time_steps(selector, num_prompts, batch_size, n, reps, warm_steps, num_candidates=None, seed=0):
     key = jax.random.key(seed)
-    candidates = jnp.arange(num_prompts, dtype=jnp.int32)
+    rng = np.random.default_rng(seed)
+    if num_candidates is None:
+        candidates = jnp.arange(num_prompts, dtype=jnp.int32)
+    else:  # a fixed random candidate subset (the papers draw candidate_ratio x B per step from the loader)
+        candidates = jnp.asarray(np.sort(rng.choice(num_prompts, num_candidates, replace=False)), jnp.int32)
     select = jax.jit(selector.select, donate_argnums=0)  # state passes through: donate, else it is copied
     update = jax.jit(selector.update, static_argnums=3, donate_argnums=0)
     state = selector.init(key)
-    rng = np.random.default_rng(seed)
     times = []
     for r in range(warm_steps + reps):
         successes = jnp.asarray(rng.integers(0, n + 1, size=batch_size), jnp.int32)
@@ -46,14 +51,18 @@ def main():
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--warm_steps", type=int, default=20)
+    ap.add_argument("--candidate_ratio", type=int, default=16, help="second row: M = ratio x B candidates")
     args = ap.parse_args()
     N, B = args.num_prompts, args.batch_size
     out = {}
     for name, sel in [("dps", make_dps(N, B, decay=0.7)), ("mopps", make_mopps(N, B, decay=1.0))]:
-        med, best = time_steps(sel, N, B, args.n, args.reps, args.warm_steps)
-        out[name] = med
-        print(f"{name}: select+update median {med:.1f} ms, min {best:.1f} ms over {args.reps} steps "
-              f"(N={N}, B={B}, candidates=N, device={jax.devices()[0].device_kind})", flush=True)
+        for m in (None, args.candidate_ratio * B):
+            med, best = time_steps(sel, N, B, args.n, args.reps, args.warm_steps, num_candidates=m)
+            if m is None:
+                out[name] = med
+            print(f"{name}: select+update median {med:.1f} ms, min {best:.1f} ms over {args.reps} steps "
+                  f"(N={N}, B={B}, candidates={'N' if m is None else m}, device={jax.devices()[0].device_kind})",
+                  flush=True)
     print(json.dumps({"benchmark": "selection_scale", "dps_ms": round(out["dps"], 2),
                       "mopps_ms": round(out["mopps"], 2)}))
 

@@ -8,7 +8,6 @@
   path is summed out exactly by the forward algorithm (`hmm_log_marginal`), so NUTS runs on T alone and
   gives exact Bayesian answers (decay = 1) to check the online filter against.
 """
-import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist

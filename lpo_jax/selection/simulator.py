@@ -111,7 +111,8 @@ def _build(cfg: SimConfig, key, embeddings) -> SimState:
     perm = jax.random.permutation(k_split, cfg.num_prompts).astype(jnp.int32)
     h = cfg.num_heldout
     zeros = jnp.zeros((cfg.num_prompts,), jnp.float32)
-    return SimState(embeddings_ND=emb, difficulty_N=d, predictable_difficulty_N=predictable, linear_score_N=z, exposure_N=zeros, transfer_N=zeros,
+    return SimState(embeddings_ND=emb, difficulty_N=d, predictable_difficulty_N=predictable, linear_score_N=z,
+                    exposure_N=zeros, transfer_N=zeros,
                     step=jnp.int32(0), train_ids=jnp.sort(perm[h:]), heldout_ids=jnp.sort(perm[:h]),
                     drift=cfg.drift, self_exposure=cfg.self_exposure, transfer=cfg.transfer,
                     lengthscale=cfg.lengthscale)

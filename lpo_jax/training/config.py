@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.micro_batches = 1         # gradient accumulation steps per mini-batch
     c.train.max_nonfinite = 3         # consecutive skipped (non-finite) updates before stopping
 
+    c.compilation_cache = "~/.cache/lpo_jax/xla"  # persistent XLA cache: relaunches skip compiles; "" = off
     c.distributed = False             # multi-host: call jax.distributed.initialize() first (same script per host)
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1                  # -1 = all remaining devices

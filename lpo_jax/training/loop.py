@@ -184,6 +184,9 @@ def run(cfg: ml_collections.ConfigDict) -> RunResult:
     launch = time.time()
     if cfg.distributed:  # before any other JAX call
         jax.distributed.initialize()  # auto-detects TPU pods, SLURM and Open MPI
+    if cfg.compilation_cache and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cfg.compilation_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     run_dir = os.path.abspath(os.path.join(cfg.output_dir, cfg.run_name))
     os.makedirs(run_dir, exist_ok=True)
     R = _Runner(cfg)

@@ -12,7 +12,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from lpo_jax.selection import gps as gps_lib
+from lpo_jax.selection import make_selector
 from lpo_jax.selection.base import Selector
+from lpo_jax.selection.test_time import allocate_test_samples
 
 N_TRAIN, N_HELD, D, B, K, W = 256, 128, 8, 32, 8, 4
 _RNG = np.random.default_rng(0)
@@ -60,9 +62,11 @@ def test_generalises_to_held_out_prompts_where_per_prompt_model_cannot(gps, trai
     g, _, _ = gps
     state = trained["state"]
     assert not np.isin(HELD, np.concatenate(trained["batches"])).any()  # held-out prompts were never trained
-    pred_held = np.asarray(g.predict(state, g.inputs_ND[HELD], jax.random.key(5)))
+    pred_held = np.asarray(g.predict(state, jnp.asarray(E[HELD]), jax.random.key(5)))
     rho = spearmanr(pred_held, true_gamma(HELD, 60)).statistic
     assert rho > 0.5, rho
+    samples = np.asarray(allocate_test_samples(jnp.asarray(pred_held), 4 * N_HELD))  # test-time use
+    assert samples.sum() == 4 * N_HELD and (samples >= 0).all()
     beta_mean = trained["alpha"][HELD] / (trained["alpha"][HELD] + trained["beta"][HELD])
     np.testing.assert_array_equal(beta_mean, 0.5)  # a per-prompt model stays at its prior: no ranking at all
     # and the per-prompt model did learn the prompts it saw (it is a working baseline)
@@ -110,10 +114,10 @@ def test_empty_history_gives_standard_normal_prior_predictive(gps):
     state = g.selector.init(jax.random.key(4))
     assert not bool(state.has_last)
     key = jax.random.key(8)
-    pred = g.predict(state, g.inputs_ND[:50], key)
+    pred = g.predict(state, jnp.asarray(E[HELD]), key)
     z = jax.random.normal(key, (g.hparams["num_pred_samples"], g.net_config.z_dim))  # z ~ N(0, I)
     decode = jax.jit(lambda p, e, z: gps_lib.gps_model.apply_networks(p, g.networks).decoder(e, z))
-    expected = jax.nn.sigmoid(decode(g.params(state), g.inputs_ND[:50], z)).mean(0)
+    expected = jax.nn.sigmoid(decode(g.params(state), g.inputs_ND[HELD], z)).mean(0)
     np.testing.assert_allclose(np.asarray(pred), np.asarray(expected), rtol=1e-5, atol=1e-6)
 
 
@@ -144,8 +148,8 @@ def test_deterministic_given_keys_and_checkpointable(gps):
 def test_thompson_variant_single_draw():
     g = gps_lib.build_gps(E, batch_size=B, preset="tiny", num_pred_samples=1)
     state = g.selector.init(jax.random.key(0))
-    a = g.predict(state, g.inputs_ND[:40], jax.random.key(1))
-    b = g.predict(state, g.inputs_ND[:40], jax.random.key(2))
+    a = g.predict(state, jnp.asarray(E[:40]), jax.random.key(1))
+    b = g.predict(state, jnp.asarray(E[:40]), jax.random.key(2))
     assert a.shape == (40,) and not np.allclose(np.asarray(a), np.asarray(b))  # one z per call: a posterior draw
 
 
@@ -165,6 +169,8 @@ def test_bad_inputs_raise_clear_errors(gps, trained):
         gps_lib.make_gps(E, batch_size=4, lamda_div=1.0)
     with pytest.raises(ValueError, match="preset"):
         gps_lib.make_gps(E, batch_size=4, preset="huge")
+    with pytest.raises(ValueError, match="num_prompts=5"):  # through the registry, as the harness calls it
+        make_selector("gps", embeddings=E, batch_size=4, num_prompts=5)
     state = trained["state"]
     with pytest.raises(ValueError, match="larger than the candidate set"):
         g.selector.select(state, TRAIN[: B - 1], jax.random.key(0))

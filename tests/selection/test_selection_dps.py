@@ -288,3 +288,5 @@ def test_update_compiles_once_and_runs_under_scan():
         state, means = run(jax.random.key(s))
         assert np.isfinite(np.asarray(means)).all() and int(state.step) == 20
         np.testing.assert_allclose(np.asarray(state.belief_pred_IN).sum(0), 1.0, atol=1e-5)
+    again, _ = run(jax.random.key(2))  # deterministic given the key (checkpointable: a pytree of arrays)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(again)))
