@@ -73,7 +73,11 @@ class _Runner:
             lr=cfg.optim.lr, b1=cfg.optim.b1, b2=cfg.optim.b2, weight_decay=cfg.optim.weight_decay,
             warmup_steps=cfg.optim.warmup_steps, schedule=cfg.optim.schedule,
             total_steps=cfg.steps * cfg.train.mini_batches, grad_clip=cfg.optim.grad_clip)
-        self.init_state = init_train_state(params, self.optimizer, jax.random.PRNGKey(cfg.seed))
+        state = init_train_state(params, self.optimizer, jax.random.PRNGKey(cfg.seed))
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        # every leaf lives on the mesh (scalars replicated), so a restored state is placed like a fresh one
+        self.init_state = jax.tree.map(
+            lambda x: x if len(x.sharding.device_set) == self.mesh.size else jax.device_put(x, replicated), state)
         self.ref_params = params if (self.objective.config.kl_coef or 0) > 0 else None
         from lpo_jax.sampling.sampler import Sampler
         self.sampler = Sampler((self.graphdef, params), mesh=self.mesh)
@@ -200,6 +204,7 @@ def run(cfg: ml_collections.ConfigDict) -> RunResult:
     if cfg.checkpoint.resume and manager.latest_step() is not None:
         _, arrays, saved = checkpoint.restore(manager, {"train": state, "selector": sel_state})
         state, sel_state = arrays["train"], arrays["selector"]
+        R.sampler.set_state(state.params)  # roll out with the restored policy, not the initial one
         meta.update({k: v for k, v in saved.items() if k != "config"})
         resumed = True
     writer = MetricsWriter(run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb, config=cfg.to_dict(),
