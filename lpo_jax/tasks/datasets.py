@@ -89,7 +89,8 @@ class DatasetConfig:
         return cls(**data)
 
 
-def _read_file(path: str) -> list[dict[str, Any]]:
+def read_records_file(path: str) -> list[dict[str, Any]]:
+    """Records of one local .jsonl / .json ({'data' or 'examples': [...]} too) / .parquet file."""
     if path.endswith(".jsonl"):
         rows = []
         with open(path, encoding="utf-8") as f:
@@ -103,8 +104,8 @@ def _read_file(path: str) -> list[dict[str, Any]]:
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
+        if isinstance(data, dict):
+            data = data.get("data", data.get("examples"))
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a JSON list of records (or {{'data': [...]}})")
         return data
@@ -146,7 +147,7 @@ def load_records(source: str, *, split: str = "train", limit: int | None = None)
     """Records (dicts) from a local file/directory, else from the Hugging Face Hub."""
     source = os.path.expanduser(os.fspath(source))
     if os.path.exists(source):
-        rows = [row for path in _local_files(source, split) for row in _read_file(path)]
+        rows = [row for path in _local_files(source, split) for row in read_records_file(path)]
     elif source.endswith(_LOCAL_EXTENSIONS) or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"dataset file {source!r} does not exist")
     else:

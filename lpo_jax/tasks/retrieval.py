@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lpo_jax.tasks.base import Example
+from lpo_jax.tasks.datasets import read_records_file
 from lpo_jax.tasks.synthhop_env import SearchEnv
 from lpo_jax.tasks.synthhop_format import QARewardConfig, make_qa_reward_fn
 
@@ -53,22 +53,7 @@ def tokenize(text: str, stopwords: frozenset = frozenset()) -> list[str]:
 def _read_records(path: str) -> list[dict]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".json"):
-            data = json.load(f)
-            if isinstance(data, dict):
-                data = data.get("data", data.get("examples"))
-            if not isinstance(data, list):
-                raise ValueError(f"{path}: expected a JSON list of records (or {{'data': [...]}})")
-            return data
-        records = []
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: invalid JSON line ({exc.msg})") from None
-        return records
+    return read_records_file(path)
 
 
 def _document(rec: dict, n: int) -> Document:
