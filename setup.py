@@ -24,7 +24,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # torch only backs the Hugging Face parity tests; constraints.txt pins the CPU build.
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "torch>=2.4"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "torch>=2.4",
+             # the colab/ notebooks run in the test suite (smoke setting)
+             "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
     "gpu": ["jax[cuda12]"],
     "tpu": ["jax[tpu]"],
 }
