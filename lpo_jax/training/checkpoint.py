@@ -42,6 +42,16 @@ def _abstract(target: Any) -> Any:
     return jax.tree.map(leaf, target)
 
 
+def read_meta(manager: ocp.CheckpointManager, step: int | None = None) -> tuple[int, dict]:
+    """(step, meta) of a saved step (default: the latest) without touching its arrays."""
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+        raise CheckpointError(f"checkpoint step {step} not found in {manager.directory}; "
+                              f"available: {sorted(manager.all_steps())}")
+    out = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return step, dict(out.meta)
+
+
 def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None) -> tuple[int, Any, dict]:
     """Restores (step, state, meta) into the structure, dtypes and shardings of ``target``.
 
@@ -52,7 +62,7 @@ def restore(manager: ocp.CheckpointManager, target: Any, step: int | None = None
     if step is None:
         raise CheckpointError(
             f"no complete checkpoint in {manager.directory}; start a fresh run (checkpoint.resume=False) "
-            "or point checkpoint.dir at a directory holding one")
+            "or point output_dir/run_name at a run directory that holds one")
     if step not in manager.all_steps():
         raise CheckpointError(
             f"checkpoint step {step} not found in {manager.directory}; available: {sorted(manager.all_steps())}")

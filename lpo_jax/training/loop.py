@@ -23,7 +23,7 @@ import numpy as np
 from lpo_jax.eval import decode_completions, evaluate
 from lpo_jax.tasks.prompts import PromptTokens
 from lpo_jax.training import builders, checkpoint, rollout as rollout_lib
-from lpo_jax.training.config import objective_from_config
+from lpo_jax.training.config import objective_from_config, validate
 from lpo_jax.training.metrics import MetricsWriter, plot_curves, read_jsonl
 from lpo_jax.training.state import init_train_state, make_optimizer, split_model
 from lpo_jax.training.step import TrainBatch, batch_logprobs, make_train_step
@@ -183,9 +183,44 @@ def _spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def evaluate_checkpoint(run_dir: str, step: int | None = None, num_samples: int = 0) -> dict:
+    """Held-out avg@k / pass@k of a run's orbax checkpoint, rebuilt from the config saved with it.
+
+    Uses the loop's evaluation key for that step, so it reproduces the number the run logged there.
+    ``num_samples`` > 0 overrides k (config.eval.num_samples).
+    """
+    ckpt_dir = os.path.join(os.path.abspath(run_dir), "checkpoints")
+    if not os.path.isdir(ckpt_dir):
+        raise checkpoint.CheckpointError(f"{ckpt_dir} does not exist; pass a run directory "
+                                         "(output_dir/run_name of a training run) that holds checkpoints/")
+    with checkpoint.open_manager(ckpt_dir) as manager:
+        step, meta = checkpoint.read_meta(manager, step)
+        cfg = ml_collections.ConfigDict(meta["config"])
+        if num_samples:
+            cfg.eval.num_samples = num_samples
+        R = _Runner(validate(cfg))
+        sel_state = jax.jit(R.selector.init)(builders.rl_key(cfg.seed, 0, _SELECTOR_INIT))
+        _, arrays, _ = checkpoint.restore(manager, {"train": R.init_state, "selector": sel_state}, step)
+    R.sampler.set_state(arrays["train"].params)
+    return {"run_dir": os.path.abspath(run_dir), "step": step, "prompts": len(R.task.eval),
+            "k": cfg.eval.num_samples, **R.evaluate(builders.rl_key(cfg.seed, step, _EVAL))}
+
+
+def process_start_time() -> float:
+    """Wall-clock time this process was launched (Linux /proc), else now: ``first_step_s`` counts from it."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time, clock ticks after boot
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
 def run(cfg: ml_collections.ConfigDict) -> RunResult:
     """The loop. Returns the summary plus the final train and selector states."""
-    launch = time.time()
+    launch = process_start_time()
     if cfg.distributed:  # before any other JAX call
         jax.distributed.initialize()  # auto-detects TPU pods, SLURM and Open MPI
     if cfg.compilation_cache and not jax.config.jax_compilation_cache_dir:

@@ -150,3 +150,22 @@ def test_train_cli_on_a_jsonl_dataset_writes_metrics_curves_checkpoint(tiny_poli
     with checkpoint.open_manager(summary["checkpoint"]) as mngr:
         assert mngr.latest_step() == 1
     assert os.path.isfile(os.path.join(summary["hf_export"], "config.json"))
+
+    # experiments/eval.py on the run's checkpoint reproduces the final held-out figure the run logged
+    ev = subprocess.run([sys.executable, "experiments/eval.py", f"--run={run_dir}"], capture_output=True,
+                        text=True, timeout=900)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    result = json.loads(ev.stdout.strip().splitlines()[-1])
+    assert result["step"] == 1 and result["k"] == 2
+    assert result["eval_accuracy"] == summary["final_accuracy"]
+    assert 0.0 <= result["eval_accuracy"] <= result["eval_pass@2"] <= 1.0
+    task_args = [a for a in args if a.startswith(("--config.task.", "--config.rollout.max_new_tokens"))]
+    hf = subprocess.run([sys.executable, "experiments/eval.py", f"--model={summary['hf_export']}", "--k=3",
+                         *task_args], capture_output=True, text=True, timeout=900)
+    assert hf.returncode == 0, hf.stderr[-3000:]
+    hf_result = json.loads(hf.stdout.strip().splitlines()[-1])
+    assert hf_result["k"] == 3 and hf_result["prompts"] == result["prompts"]
+    assert 0.0 <= hf_result["eval_accuracy"] <= hf_result["eval_pass@3"] <= 1.0
+    missing = subprocess.run([sys.executable, "experiments/eval.py", f"--run={tmp_path / 'nowhere'}"],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode != 0 and "checkpoints/" in missing.stderr
