@@ -23,8 +23,22 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
+
+
+def _devices_flag(argv) -> int:
+    """--devices N must act before JAX starts: N host devices, generation data-parallel over them."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--devices"):
+            return int(arg.split("=", 1)[1] if "=" in arg else argv[i + 1])
+    return 1
+
+
+if _devices_flag(sys.argv) > 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={_devices_flag(sys.argv)}")
 
 import jax
 import numpy as np
@@ -55,6 +69,9 @@ def parse_args():
     p.add_argument("--peak-gbs", type=float, default=None, help="peak memory bandwidth GB/s for the estimate")
     p.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int, default=1,
+                   help="CPU: split the host into N XLA devices and generate data-parallel over them (one XLA "
+                        "device runs a decode step's small matmuls on one core; torch uses its threads)")
     return p.parse_args()
 
 
@@ -91,19 +108,21 @@ def bench_ours(sampler, prompts, cfg, repeats):
     """(tokens/s end to end, compile seconds (trace + lower + XLA compile of the first call), decode-only
     tokens/s, decode steps/s)."""
     b, n = prompts.shape[0], cfg.max_new_tokens
-    mask = np.ones_like(prompts, bool)
-    run = lambda key: jax.block_until_ready(sampler.generate_arrays(prompts, mask, key, cfg))
+    rows = -(-b // sampler.data_parallel_size) * sampler.data_parallel_size   # filler rows: inactive
+    prompts_rows = np.concatenate([prompts, prompts[: rows - b]]) if rows > b else prompts
+    mask, active = np.ones_like(prompts_rows, bool), np.arange(rows) < b
+    run = lambda key: jax.block_until_ready(sampler.generate_arrays(prompts_rows, mask, key, cfg, active_N=active))
     before = _compile_seconds[0]
     out = run(0)
     compile_s = _compile_seconds[0] - before
-    assert int(np.asarray(out.lengths).min()) == n, "every row must generate max_new_tokens"
+    assert int(np.asarray(out.lengths)[:b].min()) == n, "every row must generate max_new_tokens"
     wall = _median_time(lambda: run(1), repeats, tag="ours")
     # decode only: prefill through the step-wise API, then time the decode loop alone
-    st, _, _ = sampler.start([list(p) for p in prompts], prompts.shape[1] + n)
+    st, _, _ = sampler.start([list(p) for p in prompts_rows], prompts.shape[1] + n)
     sampler.decode(st, 0, cfg)                                     # compile
     times = []
     for r in range(repeats):
-        st, _, _ = sampler.start([list(p) for p in prompts], prompts.shape[1] + n)
+        st, _, _ = sampler.start([list(p) for p in prompts_rows], prompts.shape[1] + n)
         jax.block_until_ready(st)
         t = time.perf_counter()
         sampler.decode(st, r, cfg)
@@ -138,8 +157,12 @@ def bytes_per_decode_step(cfg: ModelConfig, batch: int, cache_len: int) -> int:
 def main():
     args = parse_args()
     cfg = ModelConfig(**PRESETS[args.preset])
-    model = create_model(cfg, seed=args.seed)
-    sampler = Sampler(model)
+    mesh = None
+    if args.devices > 1:
+        from lpo_jax.training.mesh import make_mesh
+        mesh = make_mesh(data=args.devices, fsdp=1, tensor=1)
+    model = create_model(cfg, seed=args.seed, mesh=mesh)
+    sampler = Sampler(model, mesh=mesh)
     scfg = SamplingConfig(max_new_tokens=args.new_tokens, temperature=1.0)   # no EOS ids: never stops early
     hf_model = None
     if not args.no_hf:
@@ -181,7 +204,7 @@ def main():
               "batch": args.batch, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
               "ours_tok_s": headline["ours_tok_s"], "hf_tok_s": headline.get("hf_tok_s"),
               "ratio": headline.get("ratio"), "compile_s": headline["compile_s"], "by_batch": by_batch,
-              "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
+              "devices": args.devices, "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)}
     if hf_model is not None:
         import torch
         result["torch_threads"] = torch.get_num_threads()

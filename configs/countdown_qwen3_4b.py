@@ -33,6 +33,7 @@ def get_config(spec: str = "lpo_fwd,dps"):
     c.optim.weight_decay = 0.1
     c.train.mini_batches = 2
     c.train.micro_batches = 8
+    c.train.logits_chunk = 512        # 152k-vocab logits 512 positions at a time (memory)
     c.mesh.data = 1
     c.mesh.fsdp = -1
     c.eval.every = 10

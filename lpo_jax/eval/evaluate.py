@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from lpo_jax import hosts
 from lpo_jax.eval.metrics import avg_at_k, pass_at_k
 from lpo_jax.tasks.base import Example, score_completions
 
@@ -26,10 +27,19 @@ def decode_completions(tokenizer, out, stop_strings: Sequence[str] = ()) -> list
 def evaluate(sampler, tokenizer, examples: Sequence[Example], prompt_tokens: Sequence[Sequence[int]],
              reward_fn: Callable[[str, Example], float], sampling_cfg, k: int, key, *,
              stop_strings: Sequence[str] = (), chunk: int = 64) -> dict:
-    """{"eval_accuracy": avg@k, "eval_pass@k": pass@k}; a sample is correct when its reward is >= 1."""
+    """{"eval_accuracy": avg@k, "eval_pass@k": pass@k}; a sample is correct when its reward is >= 1.
+
+    Multi-host: each process evaluates its block of the prompts (the list padded by wrapping around to a
+    multiple of the process count) and the results are gathered, so every process returns the same figures.
+    """
     if len(examples) != len(prompt_tokens) or not examples:
         raise ValueError(f"need one token list per example (got {len(examples)} examples, "
                          f"{len(prompt_tokens)} token lists)")
+    n = len(examples)
+    if hosts.count() > 1:
+        order = np.arange(-(-n // hosts.count()) * hosts.count()) % n
+        mine = order[hosts.block(len(order))]
+        examples, prompt_tokens = [examples[i] for i in mine], [prompt_tokens[i] for i in mine]
     correct = []
     for start in range(0, len(examples), chunk):
         prompts = list(prompt_tokens[start:start + chunk])
@@ -38,5 +48,5 @@ def evaluate(sampler, tokenizer, examples: Sequence[Example], prompt_tokens: Seq
         batch = examples[start:start + chunk]
         rewards, _ = score_completions(reward_fn, texts, [batch[i // k] for i in range(len(texts))])
         correct.append(np.asarray(rewards).reshape(len(prompts), k) >= 1.0)
-    correct = np.concatenate(correct)
+    correct = hosts.allgather(np.concatenate(correct))[:n]
     return {"eval_accuracy": avg_at_k(correct), f"eval_pass@{k}": pass_at_k(correct, k)}

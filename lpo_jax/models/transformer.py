@@ -187,6 +187,14 @@ def _window_ok(cfg: ModelConfig, key_slot, query_slot):
     return key_slot > query_slot - cfg.sliding_window
 
 
+def vocab_logits(h_BTD: jax.Array, weight: jax.Array, tied: bool) -> jax.Array:
+    """h @ output projection in the compute dtype of h, float32 logits [..., V]; ``weight`` as output_weight()."""
+    w = weight.astype(h_BTD.dtype)
+    if tied:
+        return jnp.einsum("...d,vd->...v", h_BTD, w, preferred_element_type=_F32)
+    return jnp.einsum("...d,dv->...v", h_BTD, w, preferred_element_type=_F32)
+
+
 class Transformer(nnx.Module):
     """Decoder-only LM. `mesh` (static, optional) enables batch sharding constraints on activations."""
 
@@ -229,10 +237,11 @@ class Transformer(nnx.Module):
 
     def logits(self, h_BTD: jax.Array) -> jax.Array:
         """Vocabulary logits [..., V] in float32 (lm_head, or the tied embedding)."""
-        dt = h_BTD.dtype
-        if self.cfg.tie_embeddings:
-            return jnp.einsum("...d,vd->...v", h_BTD, self.embed[...].astype(dt), preferred_element_type=_F32)
-        return jnp.einsum("...d,dv->...v", h_BTD, self.lm_head[...].astype(dt), preferred_element_type=_F32)
+        return vocab_logits(h_BTD, self.output_weight(), self.cfg.tie_embeddings)
+
+    def output_weight(self) -> jax.Array:
+        """The output projection: the embedding [V, D] when tied, else lm_head [D, V]."""
+        return self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...]
 
     # -------------------------------------------------------------- full forward
     def hidden(self, tokens_BT, *, attention_mask=None, positions=None) -> jax.Array:

@@ -12,8 +12,11 @@ step-wise API is donated so cache updates stay in place.
 
 Data parallel: with `mesh`, prompts are sharded over the mesh's batch axes ('data', 'fsdp' by the model's
 sharding rules) and params placed by the same logical-axis rules as training; the batch bucket is a
-multiple of the batch-axes size. Outputs are gathered to the host (single-host runs); multi-host users call
-the pure functions in `generation.py` under their own jit.
+multiple of the batch-axes size.
+
+Multi-host (after ``jax.distributed.initialize()``): every process calls ``generate`` with its own prompts (the
+same number on every process); they form one global batch over the mesh and each process gets back the
+samples of its own prompts. The step-wise API below is single-host.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lpo_jax import hosts
 from lpo_jax.sampling import generation as dec
 from lpo_jax.sampling.buckets import Buckets, pad_left, pad_right
 from lpo_jax.sampling.config import SamplingConfig
@@ -112,11 +116,22 @@ class Sampler:
         return dec.DecodeState(cache, wsc(st.hidden, self._batch_spec(2)), wsc(st.next_pos, self._batch_spec(1)))
 
     def _put_batch(self, x):
-        x = jnp.asarray(x)
-        return x if self.mesh is None else jax.device_put(x, self._batch_spec(x.ndim))
+        """Rows of this process (all rows with one process) -> a batch-sharded global array."""
+        if self.mesh is None:
+            return jnp.asarray(x)
+        if hosts.count() > 1 and not isinstance(x, jax.Array):
+            return hosts.to_global(x, self._batch_spec(np.ndim(x)))
+        return jax.device_put(x, self._batch_spec(np.ndim(x)))
 
     def _put_replicated(self, x):
-        return x if self.mesh is None else jax.device_put(x, self._replicated())
+        return x if self.mesh is None else hosts.replicate(x, self.mesh)
+
+    def _local_batch_multiple(self) -> int:
+        """Rows per process must fill whole shards of the batch axes."""
+        if self._dp % hosts.count():
+            raise ValueError(f"the mesh's batch axes ({self._dp} devices) do not split over "
+                             f"{hosts.count()} processes; use a data/fsdp size that is a multiple of it")
+        return self._dp // hosts.count()
 
     # ------------------------------------------------------------------ one-shot generation
     def generate_arrays(self, tokens_NP, mask_NP, key, cfg: SamplingConfig, *, num_samples: int = 1,
@@ -140,7 +155,7 @@ class Sampler:
                 kwargs["out_shardings"] = dec.SampleOutput(bs(2), bs(2), bs(2), bs(2), bs(1), bs(1))
             fn = self._jits[("generate", cfg, num_samples)] = self._compile(run, **kwargs)
         n = tokens_NP.shape[0]
-        active = jnp.ones((n,), bool) if active_N is None else active_N
+        active = np.ones((n,), bool) if active_N is None else active_N
         return fn(self.state, self._put_batch(tokens_NP), self._put_batch(mask_NP),
                   self._put_replicated(as_key(key)), self._put_batch(active))
 
@@ -153,13 +168,14 @@ class Sampler:
         """
         prompts = _check_prompts(prompts)
         n = len(prompts)
-        rows = self.buckets.batch_bucket(n, self._dp)
-        length = self.buckets.length_bucket(max(len(p) for p in prompts))
+        if hosts.count() > 1 and hosts.global_max(n) != n:
+            raise ValueError("every process must pass the same number of prompts to generate")
+        rows = self.buckets.batch_bucket(n, self._local_batch_multiple())
+        length = self.buckets.length_bucket(hosts.global_max(max(len(p) for p in prompts)))
         tokens, mask = pad_left(prompts, length, rows, cfg.pad_id)
         active = np.arange(rows) < n
         out = self.generate_arrays(tokens, mask, key, cfg, num_samples=num_samples, active_N=active)
-        out = jax.device_get(out)
-        return jax.tree.map(lambda x: np.asarray(x)[: n * num_samples], out)
+        return jax.tree.map(lambda x: hosts.local_rows(x)[: n * num_samples], out)
 
     # ------------------------------------------------------------------ step-wise API (agent loop, branching)
     def start(self, prefixes: Sequence[Sequence[int]], max_len: int, *, pad_id: int = 0):

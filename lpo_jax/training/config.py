@@ -84,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.mini_batches = 2          # updates per rollout batch (whole groups per mini-batch)
     c.train.micro_batches = 1         # gradient accumulation steps per mini-batch
     c.train.max_nonfinite = 3         # consecutive skipped (non-finite) updates before stopping
+    c.train.logits_chunk = 0          # >0: completion logits this many positions at a time (big vocabularies)
 
     c.compilation_cache = "~/.cache/lpo_jax/xla"  # persistent XLA cache: relaunches skip compiles; "" = off
     c.distributed = False             # multi-host: call jax.distributed.initialize() first (same script per host)
@@ -125,7 +126,7 @@ _POSITIVE = ("steps", "rollout.batch_prompts", "rollout.group_size", "rollout.ma
              "task.max_prompt_len", "train.mini_batches", "train.micro_batches", "checkpoint.keep",
              "eval.num_samples", "optim.lr", "selector.max_gen_rounds")
 _NONNEGATIVE = ("max_minutes", "rollout.temperature", "rollout.top_k", "optim.weight_decay", "optim.warmup_steps", "optim.grad_clip",
-                "checkpoint.every", "eval.every", "train.max_nonfinite", "eval.temperature")
+                "checkpoint.every", "eval.every", "train.max_nonfinite", "eval.temperature", "train.logits_chunk")
 
 
 def _get(cfg, dotted):

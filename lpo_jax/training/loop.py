@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from lpo_jax import hosts
 from lpo_jax.eval import decode_completions, evaluate
 from lpo_jax.tasks.prompts import PromptTokens
 from lpo_jax.training import builders, checkpoint, rollout as rollout_lib
@@ -87,21 +88,41 @@ class _Runner:
                                             max_new_tokens=cfg.rollout.max_new_tokens)
         self.eval_cfg = _sampling_config(cfg, self.tok, self.task, temperature=cfg.eval.temperature,
                                          max_new_tokens=cfg.rollout.max_new_tokens)
-        self.logp_fn = jax.jit(functools.partial(batch_logprobs, self.graphdef), static_argnames="prompt_len")
+        self.logp_fn = jax.jit(functools.partial(batch_logprobs, self.graphdef, logits_chunk=cfg.train.logits_chunk),
+                               static_argnames="prompt_len")
         self.prepare = jax.jit(functools.partial(self.objective.prepare, cfg=self.objective.config))
         loss = functools.partial(self.objective.loss, cfg=self.objective.config)
         with_entropy = True
         step = make_train_step(self.graphdef, loss, self.optimizer, prompt_len=self.prompt_len,
                                micro_batches=cfg.train.micro_batches, with_entropy=with_entropy,
-                               token_weighted=self.objective.config.loss_agg == "token-mean")
+                               token_weighted=self.objective.config.loss_agg == "token-mean",
+                               logits_chunk=cfg.train.logits_chunk)
         self.train_step = jax.jit(step, donate_argnums=0)
         self.select = jax.jit(self.selector.select)
         self.update = jax.jit(self.selector.update, static_argnums=3)
-        self.candidates = jnp.arange(len(self.task.train), dtype=jnp.int32)
+        self._jits = {}
+        self.candidates = self.rep(np.arange(len(self.task.train), dtype=np.int32))
+
+    # ---------------------------------------------------------------- hosts
+    def rep(self, tree):
+        """Host values -> replicated over the mesh when multi-host (selector inputs, keys); as is otherwise."""
+        if hosts.count() == 1:
+            return jax.tree.map(jnp.asarray, tree)
+        return hosts.replicate(tree, self.mesh)
+
+    def gathered(self, r: rollout_lib.Rollouts) -> dict:
+        """Per-group results of every process (process order), for the selector and the metrics."""
+        return {"ids": hosts.allgather(r.prompt_ids_B), "rewards_BK": hosts.allgather(r.rewards_BK),
+                "successes_B": hosts.allgather(r.successes_B),
+                "trained_B": hosts.allgather(r.loss_mask_BKT.sum((1, 2)) > 0),
+                "generated_tokens": int(hosts.allgather(np.asarray([r.generated_tokens])).sum()),
+                "reward_errors": int(hosts.allgather(np.asarray([r.reward_errors])).sum())}
 
     # ---------------------------------------------------------------- rollouts
     def rollouts(self, ids, key) -> rollout_lib.Rollouts:
+        """This process's block of the selected prompts ``ids`` (all of them single-host), K samples each."""
         K = self.cfg.rollout.group_size
+        ids = np.asarray(ids)[hosts.block(len(ids))]
         prompts = [self.task.train_tokens[i] for i in ids]
         out = self.sampler.generate(prompts, key, self.rollout_cfg, num_samples=K)
         texts = decode_completions(self.tok, out, self.task.stop_strings)
@@ -112,15 +133,19 @@ class _Runner:
                                     out.logprobs.reshape(B, K, T), rewards, texts, stats)
 
     def dynamic_sampling(self, sel_state, key):
-        """DAPO dynamic sampling: uniform batches, keep mixed-reward groups, up to max_gen_rounds rounds."""
-        B, kept, rounds, spent = self.cfg.rollout.batch_prompts, [], 0, 0
+        """DAPO dynamic sampling: uniform batches, keep mixed-reward groups, up to max_gen_rounds rounds.
+
+        Multi-host: each process keeps the mixed groups of its own block; rounds go on until every process has
+        its share (or the round limit), so all processes run the same number of generation rounds."""
+        B, kept, rounds, spent = self.cfg.rollout.batch_prompts // hosts.count(), [], 0, 0
         last = None
-        while rounds < self.cfg.selector.max_gen_rounds and sum(len(k.prompt_ids_B) for k in kept) < B:
+        while rounds < self.cfg.selector.max_gen_rounds and hosts.global_max(
+                -sum(len(k.prompt_ids_B) for k in kept)) > -B:
             k_sel, k_gen = jax.random.split(jax.random.fold_in(key, rounds))
-            sel_state, ids, _ = self.select(sel_state, self.candidates, k_sel)
+            sel_state, ids, _ = self.select(sel_state, self.candidates, self.rep(k_sel))
             last = self.rollouts(np.asarray(ids), k_gen)
             rounds += 1
-            spent += last.rewards_BK.size
+            spent += last.rewards_BK.size * hosts.count()
             mixed = np.flatnonzero(last.rewards_BK.std(-1) > 0)
             if len(mixed):
                 kept.append(rollout_lib.take(last, mixed))
@@ -136,12 +161,30 @@ class _Runner:
 
     # ---------------------------------------------------------------- updates
     def _put(self, x):
+        """Host rows -> a batch-sharded array (multi-host: this process's rows of a global array)."""
         from lpo_jax.models.sharding import batch_sharding
+        if hosts.count() > 1 and not isinstance(x, jax.Array):
+            x = np.asarray(x)
+            return hosts.to_global(x, batch_sharding(self.mesh, (x.shape[0] * hosts.count(),) + x.shape[1:]))
         x = jnp.asarray(x)
         dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         if x.ndim and x.shape[0] % dp == 0:
             return jax.device_put(x, batch_sharding(self.mesh, x.shape))
         return x
+
+    def _minibatch(self, full: TrainBatch, m: int) -> TrainBatch:
+        """Mini-batch m of M: rows [m*per, (m+1)*per) of every process's block (one block single-host)."""
+        M, P = self.cfg.train.mini_batches, hosts.count()
+        if P == 1:
+            per = full.tokens_BKL.shape[0] // M
+            return jax.tree.map(lambda x: self._put(x[m * per:(m + 1) * per]), full)
+        fn = self._jits.get(("minibatch", m))
+        if fn is None:
+            def take(x):
+                blocks = x.reshape((P, M, x.shape[0] // (P * M)) + x.shape[1:])[:, m]
+                return blocks.reshape((-1,) + x.shape[1:])
+            fn = self._jits[("minibatch", m)] = jax.jit(lambda tree: jax.tree.map(take, tree))
+        return fn(full)
 
     def update_policy(self, state, r: rollout_lib.Rollouts):
         """Old log-probs, objective targets, then mini-batch updates; returns (state, averaged metrics)."""
@@ -155,12 +198,9 @@ class _Runner:
                if self.ref_params is not None else None)
         targets = self.prepare(self._put(r.rewards_BK), mask)
         full = TrainBatch(tokens, attn, mask, old, ref, targets)
-        M = self.cfg.train.mini_batches
-        per = r.tokens_BKL.shape[0] // M
         history = []
-        for m in range(M):
-            mb = jax.tree.map(lambda x: self._put(x[m * per:(m + 1) * per]), full)
-            state, metrics = self.train_step(state, mb)
+        for m in range(self.cfg.train.mini_batches):
+            state, metrics = self.train_step(state, self._minibatch(full, m))
             history.append(metrics)
         metrics = jax.device_get(history)
         avg = {k: float(np.mean([h[k] for h in metrics])) for k in metrics[0]}
@@ -230,7 +270,7 @@ def run(cfg: ml_collections.ConfigDict) -> RunResult:
     os.makedirs(run_dir, exist_ok=True)
     R = _Runner(cfg)
     state = R.init_state
-    sel_state = jax.jit(R.selector.init)(builders.rl_key(cfg.seed, 0, _SELECTOR_INIT))
+    sel_state = jax.jit(R.selector.init)(R.rep(builders.rl_key(cfg.seed, 0, _SELECTOR_INIT)))
     meta = {"rl_step": 0, "rollouts": 0, "generated_tokens": 0, "nonfinite_updates": 0, "reward_errors": 0,
             "evals": []}
     ckpt_dir = os.path.join(run_dir, "checkpoints")
@@ -242,9 +282,10 @@ def run(cfg: ml_collections.ConfigDict) -> RunResult:
         R.sampler.set_state(state.params)  # roll out with the restored policy, not the initial one
         meta.update({k: v for k, v in saved.items() if k != "config"})
         resumed = True
-    writer = MetricsWriter(run_dir, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb, config=cfg.to_dict(),
-                           append=resumed)
-    if resumed:  # drop rows written after the checkpoint, so the file matches an uninterrupted run
+    writer = MetricsWriter(run_dir, tensorboard=cfg.log.tensorboard and hosts.is_main(),
+                           wandb=cfg.log.wandb and hosts.is_main(), config=cfg.to_dict(), append=resumed,
+                           enabled=hosts.is_main())
+    if resumed and hosts.is_main():  # drop rows written after the checkpoint, so the file matches an uninterrupted run
         rows = [r for r in read_jsonl(writer.path) if r["step"] <= meta["rl_step"]]
         with open(writer.path, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -258,7 +299,7 @@ def run(cfg: ml_collections.ConfigDict) -> RunResult:
         meta["evals"].append({"step": 0, **base})
         writer.write(0, base)
     progress = None
-    if cfg.log.progress:
+    if cfg.log.progress and hosts.is_main():
         from tqdm import tqdm
         progress = tqdm(total=cfg.steps, initial=meta["rl_step"], desc=cfg.run_name, dynamic_ncols=True)
     first_step_s = None
@@ -280,36 +321,37 @@ def run(cfg: ml_collections.ConfigDict) -> RunResult:
                 extra.update(ds_rounds=rounds, ds_kept=n_kept)
                 pred = None
             else:
-                sel_state, ids, pred_all = R.select(sel_state, R.candidates, key_sel)
+                sel_state, ids, pred_all = R.select(sel_state, R.candidates, R.rep(key_sel))
                 ids = np.asarray(ids)
                 r = R.rollouts(ids, key_gen)
-                spent = r.rewards_BK.size
                 pred = np.asarray(pred_all)[ids]
-                sel_state = R.update(sel_state, jnp.asarray(ids), jnp.asarray(r.successes_B),
-                                     cfg.rollout.group_size)
+            g = R.gathered(r)
+            if cfg.selector.name != "ds":
+                spent = g["rewards_BK"].size
+                sel_state = R.update(sel_state, R.rep(g["ids"]), R.rep(g["successes_B"]), cfg.rollout.group_size)
             state, metrics = R.update_policy(state, r)
             R.sampler.set_state(state.params)
             K = cfg.rollout.group_size
-            trained = r.loss_mask_BKT.sum((1, 2)) > 0
-            mixed = (r.successes_B > 0) & (r.successes_B < K)
+            rewards_BK, successes_B, trained = g["rewards_BK"], g["successes_B"], g["trained_B"]
+            mixed = (successes_B > 0) & (successes_B < K)
             meta["rl_step"] = step
             meta["rollouts"] += int(spent)
-            meta["generated_tokens"] += int(r.generated_tokens)
-            meta["reward_errors"] += int(r.reward_errors)
+            meta["generated_tokens"] += g["generated_tokens"]
+            meta["reward_errors"] += g["reward_errors"]
             skipped = metrics.pop("skipped")
             meta["nonfinite_updates"] += int(skipped)
             consecutive_skips = consecutive_skips + 1 if skipped else 0
             dt = time.time() - t_step
             if first_step_s is None:
                 first_step_s = time.time() - launch
-            row = dict(metrics, reward_mean=float(r.rewards_BK[trained].mean()) if trained.any() else 0.0,
-                       accuracy=float((r.rewards_BK[trained] >= 1).mean()) if trained.any() else 0.0,
+            row = dict(metrics, reward_mean=float(rewards_BK[trained].mean()) if trained.any() else 0.0,
+                       accuracy=float((rewards_BK[trained] >= 1).mean()) if trained.any() else 0.0,
                        effective_ratio=float(mixed[trained].mean()) if trained.any() else 0.0,
                        rollouts=meta["rollouts"], generated_tokens=meta["generated_tokens"],
-                       tokens_per_s=r.generated_tokens / max(dt, 1e-9), step_s=dt,
-                       reward_errors=r.reward_errors, skipped_updates=skipped, **extra)
+                       tokens_per_s=g["generated_tokens"] / max(dt, 1e-9), step_s=dt,
+                       reward_errors=g["reward_errors"], skipped_updates=skipped, **extra)
             if pred is not None and np.isfinite(pred).any():
-                row["pred_spearman"] = _spearman(pred, r.successes_B / K)
+                row["pred_spearman"] = _spearman(pred, successes_B / K)
             if r.reward_errors:
                 row["reward_first_error"] = r.reward_first_error
             if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.steps:
@@ -340,15 +382,19 @@ def run(cfg: ml_collections.ConfigDict) -> RunResult:
         save(meta["rl_step"])
     manager.wait_until_finished()
     manager.close()
-    curves = plot_curves(read_jsonl(writer.path), os.path.join(run_dir, "curves.png"), CURVE_KEYS,
-                         title=f"{cfg.run_name}: {cfg.objective.name} + {cfg.selector.name}")
+    curves = os.path.join(run_dir, "curves.png")
+    if hosts.is_main():
+        plot_curves(read_jsonl(writer.path), curves, CURVE_KEYS,
+                    title=f"{cfg.run_name}: {cfg.objective.name} + {cfg.selector.name}")
     export = None
     if cfg.checkpoint.export_hf:
         from lpo_jax.models import save_hf
         from flax import nnx
         export = os.path.join(run_dir, "hf_export")
-        save_hf(nnx.merge(R.graphdef, state.params), export)
-        R.tok.save(export)
+        params = hosts.gather_tree(state.params)  # collective: every process takes part
+        if hosts.is_main():
+            save_hf(nnx.merge(R.graphdef, params), export)
+            R.tok.save(export)
     summary = {"run": cfg.run_name, "base_accuracy": meta["evals"][0]["eval_accuracy"],
                "final_accuracy": final["eval_accuracy"], "steps": meta["rl_step"], "rollouts": meta["rollouts"],
                "wall_s": round(time.time() - t_rl, 2), "first_step_s": round(first_step_s or 0.0, 2),

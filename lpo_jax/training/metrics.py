@@ -21,10 +21,11 @@ class MetricsWriter:
     """Writes one JSON object per line to ``<run_dir>/metrics.jsonl`` (+ TensorBoard / W&B when enabled)."""
 
     def __init__(self, run_dir: str, *, tensorboard: bool = True, wandb: bool = False, config: dict | None = None,
-                 append: bool = False):
+                 append: bool = False, enabled: bool = True):
+        """enabled=False (multi-host processes other than 0): every call is a no-op."""
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        self._file = open(self.path, "a" if append else "w")
+        self._file = open(self.path, "a" if append else "w") if enabled else None
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
@@ -38,6 +39,8 @@ class MetricsWriter:
             self._wandb = wandb_lib.init(project="lpo_jax", config=config, dir=run_dir)
 
     def write(self, step: int, metrics: dict) -> None:
+        if self._file is None:
+            return
         row = {"step": int(step), **{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                      for k, v in metrics.items()}}
         self._file.write(json.dumps(row) + "\n")
@@ -50,7 +53,8 @@ class MetricsWriter:
             self._wandb.log(metrics, step=step)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:

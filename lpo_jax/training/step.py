@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lpo_jax.models.transformer import vocab_logits
 from lpo_jax.training.state import TrainState
 
 
@@ -45,28 +46,53 @@ class TrainBatch:
     targets: Any
 
 
-def completion_logprobs(model: nnx.Module, tokens_NL: jax.Array, attn_mask_NL: jax.Array, prompt_len: int,
-                        *, with_entropy: bool = False) -> tuple[jax.Array, jax.Array | None]:
-    """Log-probs (and entropies) of tokens[:, prompt_len:] under ``model``: [N, T] each, float32.
-
-    Logits are formed only for the T completion positions (the prompt's logits are never materialised).
-    """
-    h_NLD = model.hidden(tokens_NL, attention_mask=attn_mask_NL)
-    h_NTD = h_NLD[:, prompt_len - 1:-1]
-    logits_NTV = model.logits(h_NTD).astype(jnp.float32)
-    logp_all = jax.nn.log_softmax(logits_NTV, axis=-1)
-    targets_NT = tokens_NL[:, prompt_len:]
+def _token_stats(logits_NTV: jax.Array, targets_NT: jax.Array, with_entropy: bool):
+    """Log-prob of each target token (and the entropy, else zeros) from logits, in float32."""
+    logp_all = jax.nn.log_softmax(logits_NTV.astype(jnp.float32), axis=-1)
     logp_NT = jnp.take_along_axis(logp_all, targets_NT[..., None], axis=-1)[..., 0]
-    entropy_NT = -(jnp.exp(logp_all) * logp_all).sum(-1) if with_entropy else None
+    entropy_NT = -(jnp.exp(logp_all) * logp_all).sum(-1) if with_entropy else jnp.zeros_like(logp_NT)
     return logp_NT, entropy_NT
 
 
+def completion_logprobs(model: nnx.Module, tokens_NL: jax.Array, attn_mask_NL: jax.Array, prompt_len: int,
+                        *, with_entropy: bool = False, logits_chunk: int = 0) -> tuple[jax.Array, jax.Array | None]:
+    """Log-probs (and entropies) of tokens[:, prompt_len:] under ``model``: [N, T] each, float32.
+
+    Logits are formed only for the T completion positions (the prompt's logits are never materialised).
+    ``logits_chunk`` > 0 forms them ``logits_chunk`` positions at a time under ``lax.scan`` with
+    rematerialisation, so peak memory holds [N, chunk, V] logits instead of [N, T, V] (for large vocabularies,
+    e.g. Qwen's 152k, at the cost of recomputing the output projection in the backward pass). Same values.
+    """
+    h_NLD = model.hidden(tokens_NL, attention_mask=attn_mask_NL)
+    h_NTD = h_NLD[:, prompt_len - 1:-1]
+    targets_NT = tokens_NL[:, prompt_len:]
+    N, T = targets_NT.shape
+    if not logits_chunk or logits_chunk >= T:
+        logp_NT, entropy_NT = _token_stats(model.logits(h_NTD), targets_NT, with_entropy)
+        return logp_NT, entropy_NT if with_entropy else None
+    C = -(-T // logits_chunk)
+    pad = C * logits_chunk - T
+    h_CNtD = jnp.pad(h_NTD, ((0, 0), (0, pad), (0, 0))).reshape(N, C, logits_chunk, -1).swapaxes(0, 1)
+    tg_CNt = jnp.pad(targets_NT, ((0, 0), (0, pad))).reshape(N, C, logits_chunk).swapaxes(0, 1)
+    tied = model.cfg.tie_embeddings
+
+    @jax.checkpoint
+    def chunk(weight, h_NtD, tg_Nt):
+        return _token_stats(vocab_logits(h_NtD, weight, tied), tg_Nt, with_entropy)
+
+    weight = model.output_weight()
+    _, (logp_CNt, ent_CNt) = jax.lax.scan(lambda c, x: (c, chunk(weight, *x)), None, (h_CNtD, tg_CNt))
+    unchunk = lambda x: x.swapaxes(0, 1).reshape(N, C * logits_chunk)[:, :T]
+    return unchunk(logp_CNt), unchunk(ent_CNt) if with_entropy else None
+
+
 def batch_logprobs(graphdef: nnx.GraphDef, params: Any, tokens_BKL: jax.Array, attn_mask_BKL: jax.Array,
-                   prompt_len: int) -> jax.Array:
+                   prompt_len: int, logits_chunk: int = 0) -> jax.Array:
     """[B, K, T] completion log-probs for a whole rollout batch (old / reference log-probs, no gradient)."""
     model = nnx.merge(graphdef, params)
     B, K, L = tokens_BKL.shape
-    logp, _ = completion_logprobs(model, tokens_BKL.reshape(B * K, L), attn_mask_BKL.reshape(B * K, L), prompt_len)
+    logp, _ = completion_logprobs(model, tokens_BKL.reshape(B * K, L), attn_mask_BKL.reshape(B * K, L), prompt_len,
+                                  logits_chunk=logits_chunk)
     return logp.reshape(B, K, L - prompt_len)
 
 
@@ -77,8 +103,10 @@ def _tree_all_finite(tree) -> jax.Array:
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, optimizer: optax.GradientTransformation,
                     *, prompt_len: int, micro_batches: int = 1, with_entropy: bool = False,
-                    token_weighted: bool = False) -> Callable:
+                    token_weighted: bool = False, logits_chunk: int = 0) -> Callable:
     """Builds ``train_step(state, batch) -> (state, metrics)``.
+
+    ``logits_chunk``: see ``completion_logprobs`` (0 = all completion logits at once).
 
     ``loss_fn(logp_BKT, old_logp_BKT, loss_mask_BKT, targets, ref_logp_BKT=..., entropy_BKT=...)`` returns
     ``(loss, metrics)`` (an objective with its config bound).
@@ -89,7 +117,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable, optimizer: optax.
         B, K, L = mb.tokens_BKL.shape
         logp, entropy = completion_logprobs(model, mb.tokens_BKL.reshape(B * K, L),
                                             mb.attn_mask_BKL.reshape(B * K, L), prompt_len,
-                                            with_entropy=with_entropy)
+                                            with_entropy=with_entropy, logits_chunk=logits_chunk)
         T = L - prompt_len
         logp = logp.reshape(B, K, T)
         entropy = None if entropy is None else entropy.reshape(B, K, T)

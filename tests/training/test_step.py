@@ -88,3 +88,30 @@ def test_nonfinite_update_is_skipped(setup):
     step2, state2, _ = _step(setup, "grpo")
     out2, metrics2 = jax.jit(step2)(state2, bad)
     assert float(metrics2["skipped"]) == 1.0 and int(out2.step) == 0
+
+
+@pytest.mark.parametrize("chunk", [3, 4])        # T = 6: 3 divides it, 4 needs the padded last chunk
+@pytest.mark.parametrize("tied", [False, True])
+def test_chunked_logits_equal_full_logits_in_value_and_gradient(chunk, tied):
+    """logits_chunk only changes peak memory: log-probs, entropies and their gradients are the same."""
+    from lpo_jax.training.step import completion_logprobs
+    cfg = ModelConfig(family="qwen3", vocab_size=V, hidden_size=32, intermediate_size=64, num_layers=1,
+                      num_heads=4, num_kv_heads=2, head_dim=8, qk_norm=True, tie_embeddings=tied)
+    graphdef, params = split_model(Transformer(cfg, rngs=nnx.Rngs(1)))
+    tokens = jnp.asarray(np.random.default_rng(1).integers(3, V, (3, P + T)), jnp.int32)
+    attn = jnp.ones((3, P + T), jnp.int32)
+    w = jnp.asarray(np.random.default_rng(2).normal(size=(3, T)), jnp.float32)
+
+    def f(params, logits_chunk):
+        logp, ent = completion_logprobs(nnx.merge(graphdef, params), tokens, attn, P, with_entropy=True,
+                                        logits_chunk=logits_chunk)
+        return (w * logp).sum() + (w * ent).sum(), (logp, ent)
+
+    (full, (lp_full, ent_full)), g_full = jax.jit(jax.value_and_grad(f, has_aux=True), static_argnums=1)(params, 0)
+    (part, (lp_part, ent_part)), g_part = jax.jit(jax.value_and_grad(f, has_aux=True), static_argnums=1)(params,
+                                                                                                       chunk)
+    chex.assert_shape(lp_part, (3, T))
+    np.testing.assert_allclose(lp_part, lp_full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ent_part, ent_full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(part, full, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_part, g_full)
