@@ -31,7 +31,8 @@ def true_gamma(idx, t):
 
 @pytest.fixture(scope="module")
 def gps():
-    g = gps_lib.build_gps(E, batch_size=B, n_rollouts=K, preset="tiny", history_window=W)
+    # adam_steps=2 (default 8) keeps the 60-step fixture cheap; replay and everything else at the defaults
+    g = gps_lib.build_gps(E, batch_size=B, n_rollouts=K, preset="tiny", history_window=W, adam_steps=2)
     select = jax.jit(chex.assert_max_traces(g.selector.select, n=1))
     update = jax.jit(chex.assert_max_traces(g.selector.update, n=1))
     return g, select, update
@@ -180,3 +181,27 @@ def test_bad_inputs_raise_clear_errors(gps, trained):
         g.selector.update(state, TRAIN[:B], jnp.full((B,), 9, jnp.int32), K)
     with pytest.raises(ValueError, match="duplicate"):
         g.selector.update(state, jnp.zeros(B, jnp.int32), jnp.zeros(B, jnp.int32), K)
+
+
+def test_replay_steps_train_on_the_pairs_of_earlier_rl_steps(gps):
+    """Default replay, G Adam steps per update: step g trains on the (batch t-g-1, batch t-g) pair (the prior is
+    N(0, I) for batch 0); steps before batch 0 are skipped. Checked against explicit svi.update calls."""
+    g, _, update = gps
+    G = g.hparams["adam_steps"]
+    assert g.hparams["replay"] and G >= 2
+    rng = np.random.default_rng(5)
+    batches = [jnp.asarray(rng.choice(N_TRAIN, B, replace=False), jnp.int32) for _ in range(3)]
+    counts = [jnp.asarray(rng.integers(0, K + 1, B), jnp.int32) for _ in range(3)]
+    svi_update = jax.jit(g.svi.update)
+    states = [g.selector.init(jax.random.key(0))]
+    for t in range(3):
+        states.append(update(states[-1], batches[t], counts[t], K))
+        expected = states[-2].svi_state
+        for step in range(G):
+            cur, prev = t - step, max(t - step - 1, 0)
+            if cur < 0:
+                break
+            expected, _ = svi_update(expected, g.inputs_ND[batches[prev]], counts[prev] / K, cur >= 1,
+                                     g.inputs_ND[batches[cur]], counts[cur].astype(jnp.float32), jnp.float32(K))
+        chex.assert_trees_all_close(g.params(states[-1]), g.svi.get_params(expected), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(states[-1].replay_idx_RB[:3]), np.stack(batches))
