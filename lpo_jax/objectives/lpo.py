@@ -19,6 +19,12 @@ gives the exact gradient of D. The loss *value* is D(w*, P) at the unclipped s (
 surrogate sum_k c_k (l_k - sg(l_k)) adds the gradient and zero value). Groups: sum over k, mean over valid
 prompts, no 1/K (c carries it; on-policy c_rev = -A/K). Sequence log-ratios use `seq_logprob_agg` ("mean",
 the default and our Eq. 3 reading, makes LPO_rev match GRPO's seq-mean-token-mean exactly on-policy; "sum" = TPO).
+
+Padded items (per-item validity): a target logit of -inf (`INVALID_LOGIT`) marks an item that is not part of
+its group (e.g. an empty leaf slot of a static-shape TRACE tree). It is left out of w*, of P_theta = softmax(s)
+and of D; its coefficient is 0 and the coefficients of the valid items still sum to zero. `prepare_masked`
+builds such targets from a validity mask; with every item valid it equals `advantages.prepare`, and targets
+without -inf logits behave exactly as before.
 """
 from __future__ import annotations
 
@@ -26,9 +32,11 @@ import jax
 import jax.numpy as jnp
 
 from lpo_jax.objectives import aggregation as agg
-from lpo_jax.objectives.config import DIVERGENCES, ObjectiveConfig
+from lpo_jax.objectives.advantages import Targets
+from lpo_jax.objectives.config import BASELINES, DIVERGENCES, ObjectiveConfig
 
 _LOG2 = 0.6931471805599453
+INVALID_LOGIT = -float("inf")
 
 
 def lpo_log_target(rewards_BK, tau_B, s_t_BK=None) -> jax.Array:
@@ -47,25 +55,46 @@ def _virtual_simplex(s_BK, phi_BK):
             jnp.concatenate([phi_BK, jnp.zeros_like(phi_BK)], -1))
 
 
+def item_valid(phi_BK) -> jax.Array:
+    """[B, K] bool: items whose target logit is not INVALID_LOGIT (-inf); padded items are excluded from
+    both softmaxes (w* and P_theta), from D and from the coefficients."""
+    return ~jnp.isneginf(phi_BK)
+
+
+def _masked_logs(s, phi):
+    """(log P, log w*, valid) over the valid items of each group, with log 0 -> 0 on invalid items (so no
+    -inf reaches arithmetic). A group with no valid item is computed as all-valid with phi = 0 and its
+    outputs are zeroed by the callers through `valid`."""
+    valid = item_valid(phi)
+    any_valid = valid.any(-1, keepdims=True)
+    where = valid | ~any_valid
+    phi_safe = jnp.where(where & any_valid, phi, 0.0)
+    log_p = jax.nn.log_softmax(s, -1, where=where)
+    log_w = jax.nn.log_softmax(phi_safe, -1, where=where)
+    return jnp.where(where, log_p, 0.0), jnp.where(where, log_w, 0.0), where, valid
+
+
 def _divergence_on_simplex(s, phi, kind):
-    """D(w*, softmax(s)) per group [B] for K >= 2 arrays (no virtual item handling)."""
-    log_p = jax.nn.log_softmax(s, -1)
-    log_w = jax.nn.log_softmax(phi, -1)
-    p, w = jnp.exp(log_p), jnp.exp(log_w)
+    """D(w*, softmax(s)) per group [B] for K >= 2 arrays (no virtual item handling); -inf target logits
+    mark padded items (excluded)."""
+    log_p, log_w, where, valid = _masked_logs(s, phi)
+    p, w = jnp.where(where, jnp.exp(log_p), 0.0), jnp.where(where, jnp.exp(log_w), 0.0)
     if kind == "fwd":
-        return jnp.where(w > 0, w * (log_w - log_p), 0.0).sum(-1)
-    if kind == "rev":
-        return (p * (log_p - log_w)).sum(-1)
-    if kind == "js":
+        out = jnp.where(w > 0, w * (log_w - log_p), 0.0).sum(-1)
+    elif kind == "rev":
+        out = (p * (log_p - log_w)).sum(-1)
+    elif kind == "js":
         log_m = jnp.logaddexp(log_w, log_p) - _LOG2
-        return 0.5 * (jnp.where(w > 0, w * (log_w - log_m), 0.0).sum(-1) + (p * (log_p - log_m)).sum(-1))
-    if kind == "hellinger":
-        return 1.0 - jnp.exp(0.5 * (log_w + log_p)).sum(-1)
-    if kind == "chi2":
-        return jnp.exp(2.0 * log_w - log_p).sum(-1) - 1.0
-    if kind == "point":
-        return -(w * s).sum(-1)
-    raise ValueError(f"Unknown divergence {kind!r}; choose one of {DIVERGENCES}.")
+        out = 0.5 * (jnp.where(w > 0, w * (log_w - log_m), 0.0).sum(-1) + (p * (log_p - log_m)).sum(-1))
+    elif kind == "hellinger":
+        out = 1.0 - jnp.where(where, jnp.exp(0.5 * (log_w + log_p)), 0.0).sum(-1)
+    elif kind == "chi2":
+        out = jnp.where(where, jnp.exp(2.0 * log_w - log_p), 0.0).sum(-1) - 1.0
+    elif kind == "point":
+        out = -(w * jnp.where(where, s, 0.0)).sum(-1)
+    else:
+        raise ValueError(f"Unknown divergence {kind!r}; choose one of {DIVERGENCES}.")
+    return jnp.where(valid.any(-1), out, 0.0)
 
 
 def lpo_divergence(s_BK, phi_BK, kind: str = "fwd") -> jax.Array:
@@ -73,6 +102,8 @@ def lpo_divergence(s_BK, phi_BK, kind: str = "fwd") -> jax.Array:
 
     fwd = KL(w*||P), rev = KL(P||w*), js = Jensen-Shannon, hellinger = 1 - sum sqrt(w P) (squared),
     chi2 = sum w^2/P - 1 (Pearson, unbounded coefficients as P_k -> 0), point = -sum w* s (not a divergence).
+    Items with phi = -inf (`INVALID_LOGIT`, padding) are left out of both distributions; a group without
+    valid items has D = 0.
     """
     return _divergence_on_simplex(*_virtual_simplex(s_BK, phi_BK), kind)
 
@@ -82,19 +113,22 @@ def lpo_coefficients(s_BK, phi_BK, kind: str = "fwd") -> jax.Array:
 
     fwd: P - w* (|c_k| <= 1, sum |c| <= 2); rev: P (d - d_bar) (unbounded); point: -w* (sum = -1);
     js / hellinger / chi2: jax.grad of D through softmax(s) (js and hellinger bounded, |c_k| < 1 and <= 1/2;
-    chi2 unbounded as P_k -> 0 under target mass). Zero-sum for all but point (and K = 1).
+    chi2 unbounded as P_k -> 0 under target mass). Zero-sum for all but point (and K = 1). Padded items
+    (phi = -inf) get c = 0 and the sums run over the valid items only.
     """
     K = s_BK.shape[-1]
     s2, phi2 = _virtual_simplex(s_BK, phi_BK)
-    log_p = jax.nn.log_softmax(s2, -1)
-    log_w = jax.nn.log_softmax(phi2, -1)
-    if kind == "fwd":
-        c = jnp.exp(log_p) - jnp.exp(log_w)
-    elif kind == "rev":
-        p, d = jnp.exp(log_p), log_p - log_w
-        c = p * (d - (p * d).sum(-1, keepdims=True))
-    elif kind == "point":
-        c = -jnp.exp(log_w)
+    if kind == "fwd" or kind == "rev" or kind == "point":
+        log_p, log_w, where, valid = _masked_logs(s2, phi2)
+        p, w = jnp.where(where, jnp.exp(log_p), 0.0), jnp.where(where, jnp.exp(log_w), 0.0)
+        if kind == "fwd":
+            c = p - w
+        elif kind == "rev":
+            d = log_p - log_w
+            c = p * (d - (p * d).sum(-1, keepdims=True))
+        else:
+            c = -w
+        c = jnp.where(valid, c, 0.0)
     elif kind in DIVERGENCES:
         c = jax.grad(lambda s: _divergence_on_simplex(s, phi2, kind).sum())(s2)
     else:
@@ -129,3 +163,72 @@ def lpo_policy_loss(delta_BKT, mask_BKT, targets, cfg: ObjectiveConfig):
     valid = agg.valid_groups(mask_BKT)
     loss = (valid * per_group).sum() / agg.num_valid_groups(mask_BKT)
     return loss, c, zeroed & (mask_BKT > 0), s
+
+
+def _masked_group_stats(rewards_BK, valid_BK, weight_BK, cfg: ObjectiveConfig):
+    """(mu_B, tau_B, shift) of cfg.baseline over the valid items only (advantages.group_temperature on the
+    valid sub-group; rpp whitening over valid items with `weight_BK`)."""
+    v = valid_BK.astype(rewards_BK.dtype)
+    n = v.sum(-1)
+    mu = (v * rewards_BK).sum(-1) / jnp.maximum(n, 1.0)
+    centred = jnp.where(valid_BK, rewards_BK - mu[:, None], 0.0)
+    zero = jnp.zeros((), rewards_BK.dtype)
+    mode, eps = cfg.baseline, cfg.std_eps
+    if mode == "grpo":
+        var = (centred ** 2).sum(-1) / jnp.maximum(n - cfg.grpo_std_ddof, 1.0)
+        return mu, jnp.sqrt(var) + eps, zero
+    if mode == "drgrpo":
+        return mu, jnp.ones_like(mu), zero
+    if mode == "rloo":
+        return mu, jnp.where(n >= 2, (n - 1.0) / jnp.maximum(n, 1.0), 1.0), zero
+    if mode == "maxrl":
+        return mu, jnp.maximum(mu, 0.0) + eps, zero
+    if mode == "constant":
+        return mu, jnp.full_like(mu, cfg.tau0), zero
+    if mode == "rpp_baseline":
+        w = weight_BK * v
+        total = jnp.maximum(w.sum(), 1e-30)
+        shift = (w * centred).sum() / total
+        std = jnp.sqrt((w * (centred - shift) ** 2).sum() / jnp.maximum(total - 1.0, 1.0)) + eps
+        return mu, jnp.full_like(mu, std), shift
+    raise ValueError(f"Unknown baseline {mode!r}; choose one of {BASELINES}.")
+
+
+def prepare_masked(rewards_BK, mask_BKT, cfg: ObjectiveConfig, valid_BK=None) -> Targets:
+    """`advantages.prepare` with a per-item validity mask (groups of K >= 2 slots, some of them padding).
+
+    An item is valid when ``valid_BK`` (default all True) holds and its loss mask has a token. Group
+    statistics (mean, std, rloo's (n-1)/n, rpp whitening) use the valid items only; invalid items get
+    advantage 0 and target logit `INVALID_LOGIT`, so LPO leaves them out of the target softmax and of the
+    coefficients. ``zero_var_B``: the valid rewards are all equal (True with fewer than two). With every item
+    valid the result equals ``advantages.prepare(rewards_BK, mask_BKT, cfg)``.
+    """
+    agg.check_rank("rewards_BK", rewards_BK, 2, "B, K")
+    agg.check_rank("mask_BKT", mask_BKT, 3, "B, K, T")
+    if tuple(mask_BKT.shape[:2]) != tuple(rewards_BK.shape):
+        raise ValueError(f"mask_BKT shape {tuple(mask_BKT.shape)} does not start with rewards_BK shape "
+                         f"{tuple(rewards_BK.shape)} ([B, K]).")
+    if not isinstance(cfg, ObjectiveConfig):
+        raise TypeError(f"cfg must be an ObjectiveConfig (see make_config), got {type(cfg).__name__}.")
+    if rewards_BK.shape[-1] < 2:
+        raise ValueError(f"prepare_masked needs groups of K >= 2 slots, got K = {rewards_BK.shape[-1]}; "
+                         "use advantages.prepare for K = 1.")
+    if valid_BK is not None and tuple(jnp.shape(valid_BK)) != tuple(rewards_BK.shape):
+        raise ValueError(f"valid_BK has shape {tuple(jnp.shape(valid_BK))}, expected rewards_BK's "
+                         f"{tuple(rewards_BK.shape)}.")
+    dtype = agg.compute_dtype(rewards_BK)
+    rewards = jnp.asarray(rewards_BK, dtype)
+    mask = jnp.asarray(mask_BKT).astype(dtype)
+    lengths = agg.seq_lengths(mask)
+    valid = lengths > 0
+    if valid_BK is not None:
+        valid = valid & jnp.asarray(valid_BK, bool)
+    weight = lengths if cfg.rpp_whiten == "token" else (lengths > 0).astype(dtype)
+    mu, tau, shift = _masked_group_stats(rewards, valid, weight, cfg)
+    centred = rewards - mu[:, None]
+    phi = jnp.where(valid, centred / tau[:, None], INVALID_LOGIT)
+    adv = jnp.where(valid, (centred - shift) / tau[:, None], 0.0)
+    hi = jnp.where(valid, rewards, -jnp.inf).max(-1)
+    lo = jnp.where(valid, rewards, jnp.inf).min(-1)
+    zero_var = (valid.sum(-1) < 2) | (hi == lo)
+    return Targets(advantages_BK=adv, target_logits_BK=phi, tau_B=tau, zero_var_B=zero_var)

@@ -8,6 +8,10 @@ One step (host driver, static shapes; spec §2.1):
   adv, w = tree_advantages(leaves, "tree_grpo" | "segment" | "grpo_flat"); token_advantages(...)
   predictor_step(cfg, state, features, targets...)  -> Ṽψ for the next step
 With an LM policy and a resumable env, `rollout_tree` runs steps 2-4 on the agent loop.
+
+RL loop (train.py): `TraceTrainer(model, tokenizer, make_env, train_prompts, heldout_prompts, agent_cfg)
+.run(trace_train_config(method="trace" | "tree_random" | "grpo_flat", ...))`; SynthHop testbed:
+`testbed.synthhop_trainer()`; config files: `run.run_config` (configs/trace_*.py).
 """
 from lpo_jax.trace.advantages import (LeafGroups, grpo_flat, leaf_groups, leaf_to_turns, scatter_to_leaves,
                                       segment, token_advantages, tree_advantages, tree_grpo, tree_membership)
@@ -24,6 +28,10 @@ from lpo_jax.trace.predictor import (PredictorConfig, PredictorState, features, 
 from lpo_jax.trace.targets import (NodeValues, PredictorTargets, node_valid, node_values, path_values,
                                    predictor_targets, subtree_mask)
 from lpo_jax.trace.tree import TreeConfig, TreeRollout, rollout_tree
+from lpo_jax.trace.batch import TokenTargets, make_batch, make_loss_fn, pad_leaf_slots
+from lpo_jax.trace.features import make_prefix_hidden, prefix_features, record_arrays
+from lpo_jax.trace.train import RunOutput, TraceTrainer
+from lpo_jax.trace.train_config import TraceTrainConfig, trace_train_config
 
 __all__ = [
     "LeafGroups", "grpo_flat", "leaf_groups", "leaf_to_turns", "scatter_to_leaves", "segment",
@@ -40,4 +48,7 @@ __all__ = [
     "NodeValues", "PredictorTargets", "node_valid", "node_values", "path_values", "predictor_targets",
     "subtree_mask",
     "TreeConfig", "TreeRollout", "rollout_tree",
+    "TokenTargets", "make_batch", "make_loss_fn", "pad_leaf_slots",
+    "make_prefix_hidden", "prefix_features", "record_arrays",
+    "RunOutput", "TraceTrainer", "TraceTrainConfig", "trace_train_config",
 ]

@@ -1,0 +1,30 @@
+"""TRACE on the SynthHop testbed (CPU): the cached SFT policy, trees on the agent loop, the shared predictor.
+
+    python -m lpo_jax.trace.run configs/trace_mhqa.py:trace          # or :tree_random / :grpo_flat
+    python -m lpo_jax.trace.run configs/trace_mhqa.py:trace --set train.token_budget=9000
+Methods share budgets: trees spend root_budget roots + multiplier continuations per root; flat GRPO spends
+flat_roots roots in groups of flat_group (about the same generated tokens per step); every run stops at
+train.token_budget generated tokens (experiments/compare_trace.py runs all three over seeds).
+"""
+import ml_collections
+
+from lpo_jax.trace.train_config import METHODS
+
+
+def get_config(method: str = "trace"):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    c = ml_collections.ConfigDict()
+    c.run_name = f"trace_mhqa_{method}"
+    c.output_dir = "runs"
+    c.compilation_cache = "~/.cache/lpo_jax/xla"
+    c.source = "synthhop"
+    c.policy = ml_collections.ConfigDict({"seed": 0})    # SynthHopPolicyConfig overrides (cache key)
+    c.train = ml_collections.ConfigDict(dict(
+        method=method, advantage="tree_grpo", steps=200, token_budget=9000, seed=0,
+        pool_prompts=16, roots_per_prompt=4, root_budget=16, multiplier=2, tree_group=2,
+        flat_group=4, flat_roots=32, lr=1e-3, clip_eps=0.2, loss_agg="token-mean",
+        predictor_hidden=64, predictor_lr=3e-3, predictor_updates=8, predictor_warm=2,
+        eval_every=10, eval_samples=2))
+    c.lock()
+    return c

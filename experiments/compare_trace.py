@@ -1,0 +1,141 @@
+"""TRACE vs random-expansion trees (Tree-GRPO / TreePO style) vs flat GRPO on SynthHop, at equal generated tokens.
+
+    python experiments/compare_trace.py                 # 3 seeds, full budget (~12 min on an idle 2-core CPU)
+    python experiments/compare_trace.py --smoke         # 1 seed, tiny budget (~1-2 min once programs are cached)
+
+Every run starts from the same cached SFT policy (`tasks.synthhop_policy`) and stops once it has generated
+`token_budget` tokens (continuations pay only for their own turns); per method and seed it reports the
+effective contrast ratio (fraction of trained prompts with mixed rewards, mean over steps), the fraction of
+loss tokens with a non-zero advantage, and held-out accuracy after the budget. One process runs all methods
+and seeds (programs compile once; a persistent XLA cache under ~/.cache/lpo_jax/xla is reused by
+later processes). Writes `trace_compare.png` and `trace_compare.json` to --out-dir and prints ONE JSON line
+last: {"benchmark": "trace", "equalized": "tokens", "methods": {m: {contrast_ratio, nonzero_adv_frac,
+accuracy}}} (means over seeds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+METHODS = ("trace", "tree_random", "grpo_flat")
+KEYS = ("contrast_ratio", "nonzero_adv_frac", "accuracy")
+# pad_rows / pad_leaves: every method trains on the same [rows, leaves] shape (the trace layout), so the
+# train step, feature pass and predictor compile once for all methods.
+FULL = dict(token_budget=4500, steps=200, pool_prompts=16, root_budget=16, roots_per_prompt=4, multiplier=2,
+            tree_group=2, flat_group=4, flat_roots=32, eval_samples=2, lr=5e-4, pad_rows=8, pad_leaves=12)
+SMOKE = dict(token_budget=500, steps=200, pool_prompts=8, root_budget=8, roots_per_prompt=4, multiplier=2,
+             tree_group=2, flat_group=4, flat_roots=16, eval_samples=1, lr=5e-4, pad_rows=4, pad_leaves=12)
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Persistent XLA cache (compiled programs reused across processes: tests, notebook, this script)."""
+    import jax
+
+    path = os.path.expanduser(path or os.path.join(os.environ.get("LPO_JAX_CACHE", "~/.cache/lpo_jax"), "xla"))
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return jax.config.jax_compilation_cache_dir
+
+
+def plot(results: dict, runs: list, path: str) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    colors = {"trace": "C3", "tree_random": "C0", "grpo_flat": "C2"}
+    for run in runs:
+        m = run["method"]
+        hist = run["history"]
+        x = [h["generated_tokens"] for h in hist]
+        label = m if run["seed"] == runs[0]["seed"] else None
+        axes[0].plot(x, [h["contrast_ratio"] for h in hist], color=colors[m], alpha=0.6, label=label)
+        axes[1].plot(x, [h["nonzero_adv_frac"] for h in hist], color=colors[m], alpha=0.6, label=label)
+        ev = run["evals"]
+        axes[2].plot([e["generated_tokens"] if "generated_tokens" in e else 0 for e in ev],
+                     [e["accuracy"] for e in ev], "o-", color=colors[m], alpha=0.6, label=label)
+    for ax, title in zip(axes[:3], ("effective contrast ratio", "non-zero-advantage token fraction",
+                                    "held-out accuracy")):
+        ax.set_title(title)
+        ax.set_xlabel("generated tokens")
+        ax.legend(fontsize=7)
+    names = list(results)
+    for i, key in enumerate(KEYS):
+        axes[3].bar([j + 0.27 * i for j in range(len(names))], [results[n][key] for n in names], width=0.27,
+                    label=key)
+    axes[3].set_xticks([j + 0.27 for j in range(len(names))], names)
+    axes[3].set_title("means over seeds (equal tokens)")
+    axes[3].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare(seeds=(0, 1, 2), smoke: bool = False, out_dir: str = "runs/trace_compare", *, trainer=None,
+            methods=METHODS, log=None, **overrides) -> dict:
+    """Runs `methods` for every seed at equal generated tokens; returns the JSON-line dict (means over
+    seeds) with extra keys "per_seed", "plot", "wall_s". `overrides` change TraceTrainConfig fields;
+    `trainer` reuses an existing `TraceTrainer` (its compiled programs)."""
+    import numpy as np
+
+    from lpo_jax.trace.testbed import synthhop_trainer
+    from lpo_jax.trace.train_config import trace_train_config
+
+    enable_compilation_cache()
+    os.makedirs(out_dir, exist_ok=True)
+    settings = dict(SMOKE if smoke else FULL, **overrides)
+    trainer = trainer or synthhop_trainer(n_heldout=24 if smoke else None, log=log)
+    runs, start = [], time.time()
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    for seed in seeds:
+        for method in methods:
+            cfg = trace_train_config(settings, method=method, seed=int(seed))
+            out = trainer.run(cfg, log=log)
+            runs.append({"method": method, "seed": int(seed), "summary": out.summary, "history": out.history,
+                         "evals": out.evals})
+            if log:
+                log(f"{method} seed {seed}: " + json.dumps({k: round(out.summary[k], 4) for k in
+                                                             (*KEYS, "base_accuracy", "generated_tokens", "steps")}))
+    means = {}
+    for method in methods:
+        rows = [r["summary"] for r in runs if r["method"] == method]
+        means[method] = {k: float(np.mean([r[k] for r in rows])) for k in KEYS}
+    per_seed = {m: [{k: r["summary"][k] for k in (*KEYS, "base_accuracy", "generated_tokens", "trajectories",
+                                                   "tool_calls", "steps")}
+                    for r in runs if r["method"] == m] for m in methods}
+    path = plot(means, runs, os.path.join(out_dir, "trace_compare.png"))
+    result = {"benchmark": "trace", "equalized": "tokens", "methods": means}
+    with open(os.path.join(out_dir, "trace_compare.json"), "w") as f:
+        json.dump({**result, "per_seed": per_seed, "settings": settings, "seeds": list(seeds),
+                   "wall_s": time.time() - start}, f, indent=1)
+    return {**result, "per_seed": per_seed, "plot": path, "wall_s": time.time() - start}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny budget, one seed")
+    parser.add_argument("--seeds", type=str, default=None, help="comma-separated seeds (default 0,1,2; smoke: 0)")
+    parser.add_argument("--out-dir", type=str, default="runs/trace_compare")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else ((0,) if args.smoke else (0, 1, 2))
+    t0 = time.time()
+    log = None if args.quiet else (lambda m: print(f"[{time.time() - t0:7.1f}s] {m}", file=sys.stderr, flush=True))
+    res = compare(seeds, smoke=args.smoke, out_dir=args.out_dir, log=log)
+    line = {"benchmark": res["benchmark"], "equalized": res["equalized"],
+            "methods": {m: {k: round(v, 4) for k, v in d.items()} for m, d in res["methods"].items()}}
+    print(json.dumps(line))
+    return line
+
+
+if __name__ == "__main__":
+    main()
