@@ -40,16 +40,17 @@ from lpo_jax.objectives.advantages import (ADVANTAGE_FNS, Targets, compute_advan
 from lpo_jax.objectives.aggregation import aggregate_loss, seq_aggregate
 from lpo_jax.objectives.config import PRESETS, ObjectiveConfig, make_config
 from lpo_jax.objectives.dapo import nonzero_variance_groups, overlong_penalty
-from lpo_jax.objectives.lpo import lpo_coefficients, lpo_divergence, lpo_log_target, lpo_policy_loss
+from lpo_jax.objectives.lpo import (INVALID_LOGIT, item_valid, lpo_coefficients, lpo_divergence, lpo_log_target,
+                                   lpo_policy_loss, prepare_masked)
 from lpo_jax.objectives.objective import loss
 from lpo_jax.objectives.policy_losses import (cispo_token_loss, gspo_token_loss, kl_to_reference,
                                               pg_policy_loss, ppo_clip_token_loss)
 from lpo_jax.objectives.registry import OBJECTIVE_NAMES, Objective, get_objective
 
 __all__ = [
-    "ADVANTAGE_FNS", "OBJECTIVE_NAMES", "PRESETS", "Objective", "ObjectiveConfig", "Targets",
+    "ADVANTAGE_FNS", "INVALID_LOGIT", "OBJECTIVE_NAMES", "PRESETS", "Objective", "ObjectiveConfig", "Targets",
     "aggregate_loss", "cispo_token_loss", "compute_advantages", "get_advantage_fn", "get_objective",
-    "group_temperature", "gspo_token_loss", "kl_to_reference", "loss", "lpo_coefficients", "lpo_divergence",
+    "group_temperature", "gspo_token_loss", "item_valid", "kl_to_reference", "loss", "lpo_coefficients", "lpo_divergence",
     "lpo_log_target", "lpo_policy_loss", "make_config", "nonzero_variance_groups", "overlong_penalty",
-    "pg_policy_loss", "ppo_clip_token_loss", "prepare", "seq_aggregate",
+    "pg_policy_loss", "ppo_clip_token_loss", "prepare", "prepare_masked", "seq_aggregate",
 ]

@@ -170,7 +170,7 @@ def train_synthhop_sft(cfg: SynthHopPolicyConfig, log: Callable[[str], None] | N
                                                   cfg.steps, cfg.learning_rate * 0.1)
     tx = optax.adamw(schedule, b2=0.98, weight_decay=cfg.weight_decay)
     opt_state = tx.init(state)
-    step = make_sft_step(graphdef, tx)
+    step = make_sft_step(graphdef, tx, pad_id=PAD_ID)
     rng = np.random.default_rng([cfg.seed, 7_300_000])
     losses = []
     for i in range(cfg.steps):

@@ -105,8 +105,8 @@ def sft_arrays(demos: Sequence[tuple[str, str]], length: int) -> tuple[np.ndarra
     return tokens, target
 
 
-def make_sft_step(graphdef, tx):
-    """Jitted (state, opt_state, tokens_BL, target_BL) -> (state', opt_state', loss)."""
+def make_sft_step(graphdef, tx, pad_id: int = chars.PAD_ID):
+    """Jitted (state, opt_state, tokens_BL, target_BL) -> (state', opt_state', loss); ``pad_id`` marks padding."""
     import flax.nnx as nnx
     import jax
     import jax.numpy as jnp
@@ -114,7 +114,7 @@ def make_sft_step(graphdef, tx):
 
     def loss_fn(state, tokens_BL, target_BL):
         inputs = tokens_BL[:, :-1]
-        mask = (inputs != chars.PAD_ID) | (jnp.arange(inputs.shape[1]) == 0)
+        mask = (inputs != pad_id) | (jnp.arange(inputs.shape[1]) == 0)
         logits = nnx.merge(graphdef, state)(inputs, attention_mask=mask)
         logp = jax.nn.log_softmax(logits, axis=-1)
         nll = -jnp.take_along_axis(logp, tokens_BL[:, 1:, None], axis=-1)[..., 0]
