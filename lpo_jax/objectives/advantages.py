@@ -96,7 +96,8 @@ def group_temperature(rewards_BK, mask_BKT, cfg: ObjectiveConfig):
     raise ValueError(f"Unknown baseline {mode!r}; choose one of {BASELINES}.")
 
 
-def _validate(rewards_BK, mask_BKT, cfg):
+def check_prepare_inputs(rewards_BK, mask_BKT, cfg):
+    """Ranks, matching [B, K] leading shapes, config type, K >= 2 for group baselines: clear errors."""
     agg.check_rank("rewards_BK", rewards_BK, 2, "B, K")
     agg.check_rank("mask_BKT", mask_BKT, 3, "B, K, T")
     if tuple(mask_BKT.shape[:2]) != tuple(rewards_BK.shape):
@@ -116,7 +117,7 @@ def _cast(rewards_BK, mask_BKT):
 
 def prepare(rewards_BK, mask_BKT, cfg: ObjectiveConfig) -> Targets:
     """Targets of one whole rollout batch (batch statistics such as REINFORCE++ whitening happen here)."""
-    _validate(rewards_BK, mask_BKT, cfg)
+    check_prepare_inputs(rewards_BK, mask_BKT, cfg)
     rewards_BK, mask_BKT = _cast(rewards_BK, mask_BKT)
     B, K = rewards_BK.shape
     tau_B, shift = group_temperature(rewards_BK, mask_BKT, cfg)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from lpo_jax.objectives import aggregation as agg
-from lpo_jax.objectives.advantages import Targets
+from lpo_jax.objectives.advantages import Targets, check_prepare_inputs
 from lpo_jax.objectives.config import BASELINES, DIVERGENCES, ObjectiveConfig
 
 _LOG2 = 0.6931471805599453
@@ -203,13 +203,7 @@ def prepare_masked(rewards_BK, mask_BKT, cfg: ObjectiveConfig, valid_BK=None) ->
     coefficients. ``zero_var_B``: the valid rewards are all equal (True with fewer than two). With every item
     valid the result equals ``advantages.prepare(rewards_BK, mask_BKT, cfg)``.
     """
-    agg.check_rank("rewards_BK", rewards_BK, 2, "B, K")
-    agg.check_rank("mask_BKT", mask_BKT, 3, "B, K, T")
-    if tuple(mask_BKT.shape[:2]) != tuple(rewards_BK.shape):
-        raise ValueError(f"mask_BKT shape {tuple(mask_BKT.shape)} does not start with rewards_BK shape "
-                         f"{tuple(rewards_BK.shape)} ([B, K]).")
-    if not isinstance(cfg, ObjectiveConfig):
-        raise TypeError(f"cfg must be an ObjectiveConfig (see make_config), got {type(cfg).__name__}.")
+    check_prepare_inputs(rewards_BK, mask_BKT, cfg)
     if rewards_BK.shape[-1] < 2:
         raise ValueError(f"prepare_masked needs groups of K >= 2 slots, got K = {rewards_BK.shape[-1]}; "
                          "use advantages.prepare for K = 1.")

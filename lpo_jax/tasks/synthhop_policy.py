@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import time
 from typing import Any, Callable, Mapping
 
@@ -31,7 +30,8 @@ import numpy as np
 
 from lpo_jax.tasks import synthhop as sh
 from lpo_jax.tasks.synthhop_demos import DemoConfig, make_demonstrations
-from lpo_jax.tasks.testbed_policy import REPORT_FILE, make_sft_step, read_report, spread_fraction
+from lpo_jax.tasks.testbed_policy import (REPORT_FILE, cache_root, config_from, make_sft_step, read_report,
+                                          spread_fraction, write_policy_dir)
 
 CACHE_FORMAT = 1
 SPECIALS = ("<pad>", "<eos>", "<unk>")
@@ -267,21 +267,7 @@ def evaluate_synthhop_policy(model, tok, cfg: SynthHopPolicyConfig) -> dict[str,
 
 
 def default_cache_root() -> str:
-    root = os.environ.get("LPO_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lpo_jax")
-    return os.path.join(root, "synthhop_sft")
-
-
-def _as_config(config, seed) -> SynthHopPolicyConfig:
-    if config is None:
-        config = SynthHopPolicyConfig()
-    elif not isinstance(config, SynthHopPolicyConfig):
-        data = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        names = {f.name for f in dataclasses.fields(SynthHopPolicyConfig)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown SynthHop policy settings {sorted(unknown)}; valid: {sorted(names)}")
-        config = SynthHopPolicyConfig(**data)
-    return config if seed is None else config.replace(seed=int(seed))
+    return cache_root("synthhop_sft")
 
 
 def ensure_synthhop_policy(config: SynthHopPolicyConfig | Mapping[str, Any] | None = None, *,
@@ -289,9 +275,7 @@ def ensure_synthhop_policy(config: SynthHopPolicyConfig | Mapping[str, Any] | No
                            log: Callable[[str], None] | None = None) -> tuple[str, bool]:
     """Path of the cached SFT warm start for `config` (trained and saved first when absent)
     -> (absolute path, trained_now). Load with `lpo_jax.models.load_hf` and `Tokenizer.from_pretrained`."""
-    from lpo_jax.models.hf import save_hf
-
-    cfg = _as_config(config, seed)
+    cfg = config_from(SynthHopPolicyConfig, config, seed, "SynthHop policy")
     root = os.path.abspath(os.path.expanduser(cache_dir or default_cache_root()))
     path = os.path.join(root, cfg.cache_key())
     if not force and os.path.isfile(os.path.join(path, REPORT_FILE)):
@@ -304,17 +288,5 @@ def ensure_synthhop_policy(config: SynthHopPolicyConfig | Mapping[str, Any] | No
               "num_params": synthhop_model_config(cfg, len(tok)).num_params()}
     report.update(evaluate_synthhop_policy(model, tok, cfg))
     report["measure_s"] = time.time() - start - sft_s
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_hf(model, tmp)
-    tok.save_pretrained(tmp)
-    with open(os.path.join(tmp, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=1)
-    if force:
-        shutil.rmtree(path, ignore_errors=True)
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_policy_dir(path, model, tok.save_pretrained, report, force=force)
     return path, True

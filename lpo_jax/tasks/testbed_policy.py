@@ -212,9 +212,14 @@ def evaluate_policy(model, cfg: TestbedPolicyConfig) -> dict[str, Any]:
     return report
 
 
-def default_cache_root() -> str:
+def cache_root(name: str) -> str:
+    """~/.cache/lpo_jax/<name> (or $LPO_JAX_CACHE/<name>): where cached warm starts live."""
     root = os.environ.get("LPO_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lpo_jax")
-    return os.path.join(root, "testbed_sft")
+    return os.path.join(root, name)
+
+
+def default_cache_root() -> str:
+    return cache_root("testbed_sft")
 
 
 def read_report(path: str) -> dict[str, Any]:
@@ -222,17 +227,39 @@ def read_report(path: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def _as_config(config, seed) -> TestbedPolicyConfig:
+def config_from(cls, config, seed, what: str):
+    """``config`` (None = defaults, an instance, or a mapping of field values) as ``cls``; ``seed`` overrides."""
     if config is None:
-        config = TestbedPolicyConfig()
-    elif not isinstance(config, TestbedPolicyConfig):
+        config = cls()
+    elif not isinstance(config, cls):
         data = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-        names = {f.name for f in dataclasses.fields(TestbedPolicyConfig)}
+        names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown testbed policy settings {sorted(unknown)}; valid: {sorted(names)}")
-        config = TestbedPolicyConfig(**data)
+            raise ValueError(f"unknown {what} settings {sorted(unknown)}; valid: {sorted(names)}")
+        config = cls(**data)
     return config if seed is None else config.replace(seed=int(seed))
+
+
+def write_policy_dir(path: str, model, save_tokenizer: Callable[[str], None], report: dict, *,
+                     force: bool = False) -> None:
+    """Saves model + tokenizer + report into a temporary directory, then renames it to ``path`` atomically
+    (an interrupted or concurrent run never leaves a half-written cache entry; the first finisher wins)."""
+    from lpo_jax.models.hf import save_hf
+
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_hf(model, tmp)
+    save_tokenizer(tmp)
+    with open(os.path.join(tmp, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=1)
+    if force:
+        shutil.rmtree(path, ignore_errors=True)
+    try:
+        os.rename(tmp, path)
+    except OSError:  # another process finished first: keep its entry
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def ensure_testbed_policy(config: TestbedPolicyConfig | Mapping[str, Any] | None = None, *,
@@ -246,9 +273,7 @@ def ensure_testbed_policy(config: TestbedPolicyConfig | Mapping[str, Any] | None
     held-out accuracy). It is written to a temporary directory and renamed, so concurrent or
     interrupted runs never leave a half-written cache entry.
     """
-    from lpo_jax.models.hf import save_hf
-
-    cfg = _as_config(config, seed)
+    cfg = config_from(TestbedPolicyConfig, config, seed, "testbed policy")
     root = os.path.abspath(os.path.expanduser(cache_dir or default_cache_root()))
     path = os.path.join(root, cfg.cache_key())
     if not force and os.path.isfile(os.path.join(path, REPORT_FILE)):
@@ -260,17 +285,5 @@ def ensure_testbed_policy(config: TestbedPolicyConfig | Mapping[str, Any] | None
               "num_params": testbed_model_config(cfg).num_params()}
     report.update(evaluate_policy(model, cfg))
     report["measure_s"] = time.time() - start - sft_s
-    tmp = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_hf(model, tmp)
-    chars.save_char_tokenizer(tmp)
-    with open(os.path.join(tmp, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=1)
-    if force:
-        shutil.rmtree(path, ignore_errors=True)
-    try:
-        os.rename(tmp, path)
-    except OSError:  # another process finished first: keep its entry
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_policy_dir(path, model, chars.save_char_tokenizer, report, force=force)
     return path, True
