@@ -64,6 +64,7 @@ class Sampler:
         self.trace_counts: collections.Counter = collections.Counter()
         self._state_shardings = None
         self._dp = 1
+        self._compute_dtype = jnp.dtype(nnx.merge(self.graphdef, state).cfg.dtype)
         if mesh is not None:
             from lpo_jax.models.sharding import DEFAULT_RULES, state_shardings
             self._state_shardings = state_shardings(state, mesh, rules)
@@ -76,10 +77,20 @@ class Sampler:
 
     # ------------------------------------------------------------------ params
     def set_state(self, state) -> None:
-        """Use new params (an nnx.State with the same structure, e.g. after a training step)."""
+        """Use new params (an nnx.State with the same structure, e.g. after a training step).
+
+        Floating params are cast once here to the model's compute dtype (e.g. fp32 master -> bf16): the model
+        casts every weight to that dtype before use anyway, so outputs are bit-identical, while each decode
+        step then reads half the weight bytes (decode is memory-bound on accelerators)."""
+        state = jax.tree.map(self._to_compute_dtype, state)
         if self._state_shardings is not None:
             state = jax.device_put(state, self._state_shardings)
         self.state = state
+
+    def _to_compute_dtype(self, x):
+        if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != self._compute_dtype:
+            return x.astype(self._compute_dtype)
+        return x
 
     @property
     def data_parallel_size(self) -> int:

@@ -144,3 +144,28 @@ def test_sharded_generation_equals_single_device(sampler, prompts, rich_out):
     np.testing.assert_array_equal(out.tokens, rich_out.tokens)
     np.testing.assert_allclose(out.logprobs, rich_out.logprobs, atol=1e-5)
     np.testing.assert_array_equal(out.finish_reason, rich_out.finish_reason)
+
+
+def test_params_cast_once_to_compute_dtype_bit_identical():
+    """fp32 master params with bf16 compute: the Sampler keeps a bf16 copy (half the bytes per decode step)
+    and generates exactly what the uncast fp32 params give (the model casts each weight before use)."""
+    import dataclasses
+
+    import flax.nnx as nnx
+    import jax.numpy as jnp
+
+    from lpo_jax.models import ModelConfig, Transformer
+    cfg = dataclasses.replace(ModelConfig.tiny("qwen3"), dtype="bfloat16", param_dtype="float32")
+    model = Transformer(cfg, rngs=nnx.Rngs(3))
+    opts = {"xla_backend_optimization_level": 0}
+    cast = Sampler(model, compiler_options=opts)
+    leaves = jax.tree.leaves(cast.state)
+    assert leaves and all(x.dtype == jnp.bfloat16 for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
+    uncast = Sampler(model, compiler_options=opts)
+    uncast.state = nnx.split(model)[1]          # bypass set_state: the fp32 master params as they are
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(uncast.state))
+    prompts = [[5, 9, 17], [3, 4, 5, 6, 7, 8]]
+    a = cast.generate(prompts, 11, RICH, num_samples=2)
+    b = uncast.generate(prompts, 11, RICH, num_samples=2)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.logprobs, b.logprobs)
