@@ -135,3 +135,43 @@ def top_k_random_ties(score_M, k: int, seed):
     u = hash_uniform(seed, counters(score_M.shape[0]))
     priority = jnp.where(score_M > v, 2.0, jnp.where(score_M == v, u, -1.0))
     return lax.top_k(priority, k)[1]
+
+
+def smallest_uniform_order_stats(seed, n, k: int):
+    """The k smallest of n iid U(0, 1) draws, ascending, f32[k]; entries past n (when n < k) are NaN.
+
+    Exact law via exponential spacings (Renyi): -log(1 - U_(i)) = sum_{j<=i} E_j / (n - j + 1), E_j ~ Exp(1)
+    iid; `n` may be a traced integer (<= 2**24, exact in float32).
+    """
+    j = jnp.arange(k, dtype=jnp.float32)  # j = 0..k-1 stands for the (j+1)-th smallest
+    remaining = n.astype(jnp.float32) - j if hasattr(n, "astype") else jnp.float32(n) - j
+    e = -jnp.log(hash_uniform(seed, counters(k)))
+    spacing = jnp.cumsum(e / jnp.where(remaining > 0, remaining, 1.0))
+    return jnp.where(remaining > 0, -jnp.expm1(-spacing), jnp.nan)
+
+
+def sample_without_replacement(seed, m: int, count, k: int, accept, proposals: int = 512, max_rounds: int = 64):
+    """A uniformly random ordered sample of `count` (<= k, may be traced) distinct positions in [0, m) among
+    those where `accept(pos)` holds, by sequential rejection: iid uniform proposals (top bits of hashes,
+    rejected when >= m), kept if accepted and not proposed before. Exact when most positions are accepted
+    (expected rounds ~ count / (proposals * accepted fraction)); cost O(k * proposals) per round, not O(m).
+
+    Returns (i32[k] positions, first `count` valid, the rest -1; done: bool, False if max_rounds ran out).
+    """
+    bits = max(1, (m - 1).bit_length())
+    prop_idx = counters(proposals)
+    earlier = jnp.arange(proposals)[:, None] > jnp.arange(proposals)[None, :]  # [j, i]: i proposed before j
+
+    def body(carry):
+        r, filled, out = carry
+        pos = (hash_bits(hash_bits(seed, r.astype(jnp.uint32)), prop_idx) >> (32 - bits)).astype(jnp.int32)
+        ok = (pos < m) & accept(jnp.minimum(pos, m - 1))
+        dup = jnp.any((pos[:, None] == pos[None, :]) & earlier, axis=1) | jnp.any(pos[:, None] == out[None, :], axis=1)
+        keep = ok & ~dup
+        slot = filled + jnp.cumsum(keep, dtype=jnp.int32) - 1
+        out = out.at[jnp.where(keep & (slot < count), slot, k)].set(pos, mode="drop")
+        return r + 1, jnp.minimum(filled + jnp.sum(keep, dtype=jnp.int32), count), out
+
+    r, filled, out = lax.while_loop(lambda c: (c[1] < count) & (c[0] < max_rounds), body,
+                                    (jnp.int32(0), jnp.int32(0), jnp.full((k,), -1, jnp.int32)))
+    return out, filled >= count

@@ -180,3 +180,15 @@ def test_prob_mixed_matches_monte_carlo():
     g = rng.beta(np.asarray(state.alpha_N), np.asarray(state.beta_N), size=(100000, 4))
     c = rng.binomial(K, g)
     np.testing.assert_allclose(p, ((c > 0) & (c < K)).mean(0), atol=6e-3)  # MC sd <= 1.6e-3
+
+
+def test_seen_capacity_option():
+    """0 disables the prior-group fast path; None = min(2^18, N // 4) from N = 2^18 on; bad values raise."""
+    assert make_mopps(N, B).init(None).seen_ids_C.shape == (0,)
+    assert make_mopps(1 << 18, B).init(None).seen_ids_C.shape == (1 << 16,)
+    assert make_mopps(N, B, seen_capacity=10).init(None).seen_ids_C.shape == (10,)
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="seen_capacity"):
+            make_mopps(N, B, seen_capacity=bad)
+    with pytest.raises(ValueError, match="target"):
+        make_mopps(N, B, target=1.5)
