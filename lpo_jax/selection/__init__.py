@@ -12,7 +12,8 @@ Every selector is a `Selector(init, select, update)` of pure, jittable functions
     state = sel.update(state, ids, successes, n=8)
 
 DAPO dynamic sampling is Uniform proposals plus a filter loop the trainer drives (`dynamic_sampling`).
-GPS lives in `lpo_jax.selection.gps` (`make_selector("gps", embeddings=E, ...)` imports it lazily).
+GPS lives in `lpo_jax.selection.gps` (`make_selector("gps", embeddings=E, ...)` imports it lazily); its
+test-time allocation (and the calibration it needs) in `test_time`.
 """
 import numpy as np
 
@@ -28,6 +29,8 @@ from lpo_jax.selection.metrics import mixed_mask, spearman, summarize
 from lpo_jax.selection.mopps import MoPPSState, make_mopps, mopps_posterior, mopps_predictive, mopps_prob_mixed
 from lpo_jax.selection.simulator import (SimConfig, SimState, env_rollout, env_step, env_train, make_simulator,
                                          true_success)
+from lpo_jax.selection.test_time import (LogitCalibration, allocate_test_samples, expected_solved,
+                                         fit_logit_calibration, logit_normal_nodes)
 from lpo_jax.selection.uniform import UniformState, make_uniform
 from lpo_jax.selection.validation import validate_candidates, validate_update
 
@@ -74,5 +77,6 @@ __all__ = [
     "posterior_predictive_nuts", "exact_posterior",
     "SimConfig", "SimState", "make_simulator", "env_step", "env_rollout", "env_train", "true_success",
     "make_runner", "run_selector", "time_selector", "mixed_mask", "spearman", "summarize",
+    "allocate_test_samples", "expected_solved", "fit_logit_calibration", "logit_normal_nodes", "LogitCalibration",
     "validate_candidates", "validate_update",
 ]

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def success_utility(pred_M, target=0.5):
@@ -103,3 +104,26 @@ def mean_pairwise_distance(e_SD):
 def _within_set_distances(e_SD):
     """Distances between members of one set with an exact zero diagonal."""
     return jnp.where(jnp.eye(e_SD.shape[0], dtype=bool), 0.0, pairwise_distances(e_SD, e_SD))
+
+
+def distance_space(E_ND, distance_dim, normalize):
+    """Embeddings used for D_intra / D_inter (host numpy, once): optionally projected on the top
+    `distance_dim` principal components, and rescaled so the pool's mean pairwise distance is 1."""
+    E_ND = np.asarray(E_ND, np.float64)
+    if distance_dim is not None and distance_dim < E_ND.shape[1]:
+        centered = E_ND - E_ND.mean(0)
+        _, _, vt = np.linalg.svd(centered, full_matrices=False)
+        E_ND = centered @ vt[:distance_dim].T
+    return (E_ND / distance_unit(E_ND) if normalize else E_ND).astype(np.float32)
+
+
+def distance_unit(E_ND, max_points=1024):
+    """Mean pairwise distance over an evenly strided subsample of the pool (deterministic; 1 if degenerate)."""
+    stride = max(1, E_ND.shape[0] // max_points)
+    sample = E_ND[::stride][:max_points]
+    if sample.shape[0] < 2:
+        return 1.0
+    sq = np.sum(sample ** 2, 1)
+    dist = np.sqrt(np.maximum(sq[:, None] + sq[None] - 2 * sample @ sample.T, 0.0))
+    unit = dist.sum() / (sample.shape[0] * (sample.shape[0] - 1))
+    return unit if unit > 0 else 1.0

@@ -63,3 +63,20 @@ def summarize(per_step):
             v = np.asarray(per_step[name], np.float64)
             out[name] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
     return out
+
+
+def mixed_ratio_ceiling(residual_logit_sd, n=8, num_nodes=200):
+    """Highest effective ratio any selector can reach on prompts it has no own outcomes for (numpy, host).
+
+    If what the selector knows about a prompt (its embedding, the shared history) leaves the prompt's success
+    logit with a Gaussian residual of sd sigma_r, the probability that its group of n is mixed is
+    E_x[1 - g^n - (1 - g)^n], g = sigmoid(x), x ~ N(mu, sigma_r^2), for the best-case centre mu; no acquisition
+    can beat max_mu of that. Simulator: sigma_r = difficulty_std * sqrt((1 - embed_corr^2)(1 - nonlinear_share)).
+    """
+    import numpy as np
+
+    x, w = np.polynomial.hermite_e.hermegauss(num_nodes)
+    w = w / w.sum()
+    mu = np.linspace(-4.0, 4.0, 161)[:, None]
+    g = 1.0 / (1.0 + np.exp(-(mu + residual_logit_sd * x[None])))
+    return float(np.max((1.0 - g**n - (1.0 - g) ** n) @ w))

@@ -99,3 +99,17 @@ def test_cross_method_effective_ratio_and_cost(results):
         assert s["effective_ratio"] > 1.2 * uni["effective_ratio"], (name, s, uni)
         assert results[name][1]["rollouts"].sum() == T * B * K
         assert s["rollouts_per_effective"] < uni["rollouts_per_effective"]
+
+
+def test_mixed_ratio_ceiling():
+    """Reference bound of benchmarks/selection.py: exact at sigma_r = 0, Monte Carlo elsewhere, decreasing."""
+    from lpo_jax.selection.metrics import mixed_ratio_ceiling
+    assert mixed_ratio_ceiling(0.0, 8) == pytest.approx(1 - 2 * 0.5**8)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400_000)
+    for sd in (1.0, 5.26):
+        mc = [np.mean(1 - (g := 1 / (1 + np.exp(-(mu + sd * x)))) ** 8 - (1 - g) ** 8) for mu in (-2.0, 0.0, 1.0)]
+        assert mixed_ratio_ceiling(sd, 8) == pytest.approx(max(mc), abs=3e-3)  # best centre is mu = 0
+    values = [mixed_ratio_ceiling(sd, 8) for sd in (0.5, 2.0, 4.0, 6.0)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    assert mixed_ratio_ceiling(5.26, 8) == pytest.approx(0.366, abs=1e-3)  # the figure the benchmark quotes
