@@ -103,7 +103,8 @@ def build_selector(cfg: ml_collections.ConfigDict, task: TaskData):
     embeddings = embed_texts([ex.prompt for ex in task.train], get_embedder(cfg.selector.embedder),
                              cache_dir=os.path.expanduser("~/.cache/lpo_jax/embeddings"))
     return make_selector("gps", embeddings=np.asarray(embeddings, np.float32), batch_size=b,
-                         n_rollouts=cfg.rollout.group_size)
+                         n_rollouts=cfg.rollout.group_size, memory=bool(cfg.selector.gps_memory),
+                         memory_decay=cfg.selector.decay)
 
 
 def rl_key(seed: int, rl_step: int, stream: int) -> jax.Array:

@@ -67,9 +67,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.selector = ml_collections.ConfigDict()
     c.selector.name = "dps"
-    c.selector.decay = 0.5            # DPS / MoPPS forgetting lambda
+    c.selector.decay = 0.5            # DPS / MoPPS (and GPS memory) forgetting lambda
     c.selector.max_gen_rounds = 4     # DAPO dynamic sampling
     c.selector.embedder = "wordllama"  # GPS prompt embeddings: "wordllama" | "hashing"
+    c.selector.gps_memory = False     # GPS + per-prompt memory [ours]: GPS prediction as prior, own counts update it
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-4

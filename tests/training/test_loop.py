@@ -51,12 +51,14 @@ def _params_equal(a, b):
     ("lpo_fwd", "dps"), ("lpo_rev", "uniform"), ("grpo", "mopps"), ("drgrpo", "ds"), ("dapo", "uniform"),
     ("gspo", "uniform"), ("cispo", "uniform"), ("rloo", "uniform"), ("maxrl", "uniform"), ("rpp", "uniform"),
     ("lpo_js", "uniform"), ("lpo_hellinger", "uniform"), ("lpo_chi2", "uniform"), ("lpo_point", "uniform"),
-    ("lpo_fwd", "gps"),
+    ("lpo_fwd", "gps"), ("grpo", "gps+memory"),
 ])
 def test_every_objective_and_selector_runs(tiny_policy_dir, tmp_path, objective, selector):
+    name, _, memory = selector.partition("+")
     cfg = tiny_config(tiny_policy_dir, tmp_path, steps=1, **{"objective.name": objective,
-                                                              "selector.name": selector,
-                                                              "run_name": f"{objective}_{selector}"})
+                                                              "selector.name": name,
+                                                              "selector.gps_memory": bool(memory),
+                                                              "run_name": f"{objective}_{name}{memory}"})
     result = loop.run(cfg)
     s = result.summary
     assert s["steps"] == 1
