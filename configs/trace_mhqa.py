@@ -1,7 +1,7 @@
 """TRACE on the SynthHop testbed (CPU): the cached SFT policy, trees on the agent loop, the shared predictor.
 
     python -m lpo_jax.trace.run configs/trace_mhqa.py:trace          # or :tree_random / :grpo_flat
-    python -m lpo_jax.trace.run configs/trace_mhqa.py:trace --set train.token_budget=9000
+    python -m lpo_jax.trace.run configs/trace_mhqa.py:trace --set train.token_budget=12000
 Methods share budgets: trees spend root_budget roots + multiplier continuations per root; flat GRPO spends
 flat_roots roots in groups of flat_group (about the same generated tokens per step); every run stops at
 train.token_budget generated tokens (experiments/compare_trace.py runs all three over seeds).
@@ -21,10 +21,11 @@ def get_config(method: str = "trace"):
     c.source = "synthhop"
     c.policy = ml_collections.ConfigDict({"seed": 0})    # SynthHopPolicyConfig overrides (cache key)
     c.train = ml_collections.ConfigDict(dict(
-        method=method, advantage="tree_grpo", steps=200, token_budget=9000, seed=0,
+        method=method, advantage="tree_grpo", steps=200, token_budget=6000, seed=0,
         pool_prompts=16, roots_per_prompt=4, root_budget=16, multiplier=2, tree_group=2,
-        flat_group=4, flat_roots=32, lr=1e-3, clip_eps=0.2, loss_agg="token-mean",
+        flat_group=4, flat_roots=32, lr=5e-4, clip_eps=0.2, loss_agg="token-mean",
         predictor_hidden=64, predictor_lr=3e-3, predictor_updates=8, predictor_warm=2,
-        eval_every=10, eval_samples=2))
+        predictor_target="direct", predictor_prompt_share=0.5,
+        eval_every=10, eval_samples=4))
     c.lock()
     return c

@@ -6,8 +6,9 @@ phi(H) = [stop_gradient(mean-pooled hidden state h, [D]), turn / max_turns, sear
 Training: weighted MSE (default) or soft-target BCE on tree targets V̂, weight = leaves under the node
 (`targets.predictor_targets`); rows go to a FIFO replay ring of `buffer_size` (static arrays, padded rows
 skipped); each RL step runs `n_updates` Adam steps on minibatches drawn uniformly from the filled ring,
-*before* the next allocation. Warm start: `predict` returns 0.5 while fewer than `n_warm` RL steps have
-been recorded (uniform stages). The whole state is a pytree (checkpoint it with the trainer state).
+*before* the next allocation. ``prompt_share`` > 0 [ours]: prompt rows (turn 0, stage 1's inputs; a few
+per step against many prefix rows) carry that share of each minibatch's weight (`balance_prompt_rows`).
+Warm start: `predict` returns 0.5 while fewer than `n_warm` RL steps have been recorded (uniform stages). The whole state is a pytree (checkpoint it with the trainer state).
 
 Use (all jittable with the config static)::
 
@@ -42,6 +43,7 @@ class PredictorConfig:
     n_warm: int = 0
     loss: str = "mse"
     init_scale: float = 1.0
+    prompt_share: float = 0.0             # > 0: prompt rows (turn 0) carry this share of each minibatch's weight
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -51,6 +53,8 @@ class PredictorConfig:
                 raise ValueError(f"PredictorConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_updates < 0 or self.n_warm < 0 or self.lr <= 0:
             raise ValueError("PredictorConfig needs n_updates >= 0, n_warm >= 0 and lr > 0")
+        if not 0.0 <= self.prompt_share < 1.0:
+            raise ValueError(f"PredictorConfig.prompt_share must be in [0, 1), got {self.prompt_share}")
 
     @property
     def in_dim(self) -> int:
@@ -137,6 +141,18 @@ def push(cfg: PredictorConfig, state: PredictorState, x_NF, y_N, w_N, valid_N) -
                          write_pos=((state.write_pos + n_new) % S).astype(jnp.int32))
 
 
+def balance_prompt_rows(cfg: PredictorConfig, x_NF, w_N):
+    """With ``prompt_share`` s > 0: rescale weights so that prompt rows (turn feature 0) sum to s and prefix
+    rows to 1 - s (a group that is absent leaves the other alone; the loss divides by the total). s = 0:
+    weights unchanged."""
+    if cfg.prompt_share <= 0:
+        return w_N
+    is_prompt = x_NF[:, cfg.feature_dim] == 0
+    w_p, w_q = jnp.where(is_prompt, w_N, 0.0), jnp.where(is_prompt, 0.0, w_N)
+    return (cfg.prompt_share * w_p / jnp.maximum(w_p.sum(), 1e-8)
+            + (1.0 - cfg.prompt_share) * w_q / jnp.maximum(w_q.sum(), 1e-8))
+
+
 def train(cfg: PredictorConfig, state: PredictorState, key):
     """`n_updates` Adam steps on uniform minibatches from the ring -> (state, metrics {'loss', 'n_buffer'})."""
     tx = _optimizer(cfg)
@@ -146,7 +162,7 @@ def train(cfg: PredictorConfig, state: PredictorState, key):
     def one(carry, k):
         params, opt_state = carry
         idx = jax.random.choice(k, cfg.buffer_size, (cfg.batch_size,), p=probs)
-        w = state.buf_w[idx] * state.buf_valid[idx]
+        w = balance_prompt_rows(cfg, state.buf_x[idx], state.buf_w[idx] * state.buf_valid[idx])
         loss, grads = jax.value_and_grad(loss_fn)(params, state.buf_x[idx], state.buf_y[idx], w, cfg.loss)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)

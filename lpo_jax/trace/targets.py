@@ -7,6 +7,15 @@ Leaf V̂ = r. Node (j, t) (prefix of root j after t turns, 0 <= t < n_turns_j):
   the end, plus each continuation branching exactly at t, whose own path is a single leaf).
 The prompt node: mean over all valid leaves of the prompt, in both modes. Nodes owned by a single
 continuation (after its branch point) have V̂ = r of that continuation.
+
+* ``mode="direct"`` [ours, for the predictor]: only the samples drawn from π *given that node's prefix*:
+  node (j, t) averages root j's reward and the continuations branched exactly at t (count = 1 + their
+  number); the prompt node averages its roots only (count = number of roots). Why: TRACE picks branch
+  points from the roots' outcomes (after a failure it continues promising prefixes, after a success lucky
+  ones), so a continuation branched below a node is not a π-sample from that node; the subtree mean then
+  pulls hard prompts' targets up and easy prompts' down (toward 0.5), and stage 1 mistakes hard prompts
+  for mid-difficulty ones. As count-weighted MSE rows are a per-sample regression, direct targets have
+  V^π(H) as their population minimiser whatever rule chose the branch points.
 """
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ import jax.numpy as jnp
 
 from lpo_jax.trace.layout import TreeLeaves
 
-TARGET_MODES = ("leaves", "children")
+TARGET_MODES = ("leaves", "children", "direct")
 
 
 @flax.struct.dataclass
@@ -58,9 +67,11 @@ def node_values(leaves: TreeLeaves, mode: str = "leaves") -> NodeValues:
     """V̂ of every node (module docstring); invalid nodes get value 0, count 0."""
     if mode not in TARGET_MODES:
         raise ValueError(f"target mode must be one of {TARGET_MODES}, got {mode!r}")
+    valid = node_valid(leaves)
+    if mode == "direct":
+        return _direct_values(leaves, valid)
     mask = subtree_mask(leaves).astype(jnp.float32)
     count = mask.sum(-1)
-    valid = node_valid(leaves)
     if mode == "leaves":
         value = (mask * leaves.reward_PL[:, None, None, :]).sum(-1) / jnp.maximum(count, 1.0)
     else:
@@ -69,13 +80,29 @@ def node_values(leaves: TreeLeaves, mode: str = "leaves") -> NodeValues:
     return NodeValues(jnp.where(valid, value, 0.0), count, valid, value_P, count_P)
 
 
-def _children_values(leaves: TreeLeaves, valid_PMT):
+def _branch_sums(leaves):
+    """(sum of rewards, count) of the valid continuations branched exactly at node (j, t), each [P, M, T]."""
     M, T = leaves.num_roots, leaves.max_turns
     is_cont = leaves.is_cont_L[None, :] & leaves.leaf_valid_PL
     src_1h = jax.nn.one_hot(leaves.src_root_PL, M, dtype=jnp.float32) * is_cont[..., None]   # [P, L, M]
     at_t = jax.nn.one_hot(leaves.branch_t_PL, T, dtype=jnp.float32)                           # [P, L, T]
-    cont_sum = jnp.einsum("plm,plt,pl->pmt", src_1h, at_t, leaves.reward_PL)
-    cont_cnt = jnp.einsum("plm,plt->pmt", src_1h, at_t)
+    return (jnp.einsum("plm,plt,pl->pmt", src_1h, at_t, leaves.reward_PL),
+            jnp.einsum("plm,plt->pmt", src_1h, at_t))
+
+
+def _direct_values(leaves: TreeLeaves, valid_PMT) -> NodeValues:
+    cont_sum, cont_cnt = _branch_sums(leaves)
+    count = jnp.where(valid_PMT, 1.0 + cont_cnt, 0.0)
+    value = (leaves.root_reward_PM[..., None] + cont_sum) / jnp.maximum(count, 1.0)
+    w = leaves.root_valid_PM.astype(jnp.float32)
+    count_P = w.sum(-1)
+    value_P = (w * leaves.root_reward_PM).sum(-1) / jnp.maximum(count_P, 1.0)
+    return NodeValues(jnp.where(valid_PMT, value, 0.0), count, valid_PMT, value_P, count_P)
+
+
+def _children_values(leaves: TreeLeaves, valid_PMT):
+    T = leaves.max_turns
+    cont_sum, cont_cnt = _branch_sums(leaves)
     n_turns, r_root = leaves.root_n_turns_PM, leaves.root_reward_PM
 
     def step(next_value, t):  # next_value: V̂ of node (j, t+1) (or leaf j) for every j, [P, M]

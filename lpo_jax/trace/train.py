@@ -8,12 +8,16 @@ Per RL step (spec §2.1 driver; `TraceTrainConfig` for the methods):
      prefix values (``trace``) or uniformly (``tree_random``); none for ``grpo_flat``;
   3. targets: tree advantages on tokens or LPO on leaf groups (`trace.batch.make_batch`);
   4. the policy update: `training.step.make_train_step`, jitted once per shape and donated;
-  5. the predictor: features of every real node of this step's trees (from the pre-update policy), bottom-up
-     subtree targets (`targets.predictor_targets`), pushed to its replay ring and trained
-     (`predictor.predictor_step`) before the next allocation;
+  5. the predictor: features of every real node of this step's trees (from the pre-update policy), targets
+     (`targets.predictor_targets` over `targets.node_values` in mode ``predictor_target``: "direct" by
+     default, i.e. only the samples drawn from each node's own prefix, unbiased under TRACE's
+     outcome-dependent branching; "leaves" / "children" = the spec's subtree means), pushed to its replay
+     ring and trained (`predictor.predictor_step`, prompt rows balanced to ``predictor_prompt_share`` of
+     each minibatch) before the next allocation;
   6. metrics: effective contrast ratio, nonzero-advantage token fraction, mixed-subtree rate, the predictor's
      MSE on this step's nodes *before* training on them, cost counters (trajectories, generated tokens, tool
-     calls; cumulative); periodic held-out accuracy.
+     calls; cumulative); periodic held-out accuracy. Every evaluation of a seed uses the same PRNG key and
+     env noise (common random numbers across methods and steps), so differences come from the policy.
 
 `TraceTrainer` holds everything compiled (sampler programs, feature pass, train steps, predictor) and can
 run several methods / seeds in one process (`run` starts each from the initial policy), so a comparison
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import time
 from typing import Callable, Sequence
 
@@ -50,12 +55,13 @@ _allocate_roots = jax.jit(allocation.allocate_roots, static_argnums=(1, 2))
 _allocate_uniform = jax.jit(allocation.allocate_roots_uniform, static_argnums=(2, 3))
 
 
-@jax.jit
-def _node_rows(leaves):
-    """Predictor targets / weights per (leaf, s) [B*L*T]: prompt rows on leaf 0 at s = 0, owned nodes after."""
+@functools.partial(jax.jit, static_argnames="mode")
+def _node_rows(leaves, mode="direct"):
+    """Predictor targets / weights per (leaf, s) [B*L*T]: prompt rows on leaf 0 at s = 0, owned nodes after
+    (`targets.node_values` mode: "direct" or the spec's subtree means "leaves" / "children")."""
     B, L = leaves.shape
     T = leaves.max_turns
-    tg = predictor_targets(leaves, node_values(leaves))
+    tg = predictor_targets(leaves, node_values(leaves, mode))
     s0 = (jnp.arange(L)[None, :, None] == 0) & (jnp.arange(T)[None, None, :] == 0)
     y = jnp.where(s0, tg.target_P[:, None, None], tg.target_PLT)
     w = jnp.where(s0, tg.weight_P[:, None, None], tg.weight_PLT)
@@ -127,7 +133,7 @@ class TraceTrainer:
                                hidden=cfg.predictor_hidden,
                                max_turns=self.agent_cfg.max_turns, lr=cfg.predictor_lr, n_updates=cfg.predictor_updates,
                                batch_size=cfg.predictor_batch, buffer_size=cfg.predictor_buffer,
-                               n_warm=cfg.predictor_warm)
+                               n_warm=cfg.predictor_warm, prompt_share=cfg.predictor_prompt_share)
 
     # ------------------------------------------------------------------ pieces of a step
     def _mode(self, pcfg) -> str:
@@ -159,13 +165,13 @@ class TraceTrainer:
             return np.asarray(_allocate_uniform(key, valid, cfg.root_budget, cfg.tree_group))
         return np.asarray(_allocate_uniform(key, valid, cfg.flat_roots, cfg.flat_group))
 
-    def predictor_rows(self, params, out, leaves, idx, pcfg):
+    def predictor_rows(self, params, out, leaves, idx, pcfg, target_mode: str = "direct"):
         """(x, y, w, valid) for every real node of the compacted trees (prompt rows on leaf 0, s = 0)."""
         B, L = leaves.shape
         T, S = self.agent_cfg.max_turns, self.agent_cfg.max_len
         recs = [out.records[p][l] if p >= 0 and l < len(out.records[p]) else None for p in idx for l in range(L)]
         x, _ = prefix_features(self.prefix_hidden, params, recs, B * L, S, T, self.pad_id, self._mode(pcfg))
-        y, w = _node_rows(leaves)
+        y, w = _node_rows(leaves, mode=target_mode)
         return x, y, w, w > 0
 
     def evaluate(self, params, cfg: TraceTrainConfig, key) -> dict:
@@ -195,7 +201,10 @@ class TraceTrainer:
         cost = collections.Counter()
         history, evals = [], []
         base_key = jax.random.PRNGKey(cfg.seed)
-        evals.append({"step": 0, **cost, **self.evaluate(state.params, cfg, jax.random.fold_in(base_key, _EVAL))})
+        # common random numbers: every evaluation of a seed (any method, any step) uses the same key and the
+        # same env noise, so accuracy differences between methods / steps come from the policy, not the draw
+        eval_key = jax.random.fold_in(base_key, _EVAL)
+        evals.append({"step": 0, **cost, **self.evaluate(state.params, cfg, eval_key)})
         step, t_start = 0, time.time()
         while step < cfg.steps and not (cfg.token_budget and cost["generated_tokens"] >= cfg.token_budget):
             step += 1
@@ -209,7 +218,7 @@ class TraceTrainer:
                                prefix_value_fn=self.prefix_value_fn(state.params, pcfg, pstate))
             batch, extra, leaves, arrays, idx = make_batch(out, cfg.train_rows, cfg.advantage_used, lpo_cfg,
                                                            cfg.pad_leaves)
-            x, y, w, valid = self.predictor_rows(state.params, out, leaves, idx, pcfg)
+            x, y, w, valid = self.predictor_rows(state.params, out, leaves, idx, pcfg, cfg.predictor_target)
             pred_mse = float(weighted_mse(_predict(pcfg, pstate, x), y, w))
             state, metrics = step_fn(state, batch)
             self.sampler.set_state(state.params)
@@ -232,10 +241,10 @@ class TraceTrainer:
                     f"pred_mse {pred_mse:.3f} {row['step_s']:.1f}s")
             if cfg.eval_every and step % cfg.eval_every == 0:
                 evals.append({"step": step, **cost,
-                              **self.evaluate(state.params, cfg, jax.random.fold_in(jax.random.fold_in(base_key, step), _EVAL))})
+                              **self.evaluate(state.params, cfg, eval_key)})
         if not evals or evals[-1]["step"] != step:
             evals.append({"step": step, **cost,
-                          **self.evaluate(state.params, cfg, jax.random.fold_in(jax.random.fold_in(base_key, step), _EVAL))})
+                          **self.evaluate(state.params, cfg, eval_key)})
         mean = lambda k: float(np.mean([h[k] for h in history])) if history else 0.0  # noqa: E731
         summary = {"method": cfg.method, "advantage": cfg.advantage_used, "seed": cfg.seed, "steps": step,
                    "contrast_ratio": mean("contrast_ratio"), "nonzero_adv_frac": mean("nonzero_adv_frac"),

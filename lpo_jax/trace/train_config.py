@@ -11,6 +11,13 @@ Methods (same loop, same policy, same cost counters):
   branching. Choose ``flat_roots`` so that generated tokens per step roughly match the tree methods; runs
   stop on ``token_budget`` (cumulative generated tokens), so comparisons are at equal generated tokens.
 
+Predictor (our choices, spec §1.4 leaves them open): ``predictor_target="direct"`` trains on each node's own
+samples (`targets.node_values`: the spec's subtree means, "leaves" / "children", are biased by TRACE's
+outcome-dependent branching and squeeze hard prompts' values toward 0.5); ``predictor_prompt_share=0.5``
+gives the few prompt rows (stage 1's inputs) half of each minibatch's loss weight, so the many prefix rows
+do not swamp them (0 = raw count weights). All methods train the predictor the same way (only ``trace``
+uses it).
+
 ``advantage``: ``tree_grpo`` (default for trees), ``segment``, ``grpo_flat`` (per-prompt GRPO over all
 leaves; the only choice that makes sense for ``method="grpo_flat"``, forced there) or ``lpo`` (LPO_fwd on
 each prompt's leaf group, padded leaves masked: `objectives.lpo.prepare_masked`).
@@ -23,6 +30,7 @@ from typing import Any, Mapping
 METHODS = ("trace", "tree_random", "grpo_flat")
 ADVANTAGES = ("tree_grpo", "segment", "grpo_flat", "lpo")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean")
+PREDICTOR_TARGETS = ("direct", "leaves", "children")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +68,8 @@ class TraceTrainConfig:
     predictor_buffer: int = 4096
     predictor_warm: int = 2
     predictor_features: str = "mean"   # "mean" (spec: pooled hidden) | "mean_last_len" (+ last token, length)
+    predictor_prompt_share: float = 0.5   # share of each predictor minibatch's weight on prompt rows (0 = raw)
+    predictor_target: str = "direct"   # `targets.node_values` mode of the predictor's targets (module docstring)
     # evaluation
     eval_every: int = 0
     eval_samples: int = 2
@@ -72,6 +82,10 @@ class TraceTrainConfig:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if self.predictor_features not in ("mean", "mean_last_len"):
             raise ValueError(f"predictor_features must be 'mean' or 'mean_last_len', got {self.predictor_features!r}")
+        if self.predictor_target not in PREDICTOR_TARGETS:
+            raise ValueError(f"predictor_target must be one of {PREDICTOR_TARGETS}, got {self.predictor_target!r}")
+        if not 0.0 <= self.predictor_prompt_share < 1.0:
+            raise ValueError(f"predictor_prompt_share must be in [0, 1), got {self.predictor_prompt_share}")
         if self.loss_agg not in LOSS_AGGS:
             raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {self.loss_agg!r}")
         for name in ("steps", "pool_prompts", "roots_per_prompt", "root_budget", "tree_group", "flat_group",

@@ -66,3 +66,22 @@ def test_sft_success_spreads_and_prefixes_differ(small_policy):
     # mid-episode prefixes differ in promise: continuations after a correct first hop succeed more often
     assert report["prefix_value_std"] > 0.1
     assert report["prefix_success_after_correct_hop1"] > report["prefix_success_after_wrong_hop1"]
+
+
+def test_default_world_spans_one_to_four_hops():
+    """The default testbed world (issue #8): 1- to 4-hop questions, balanced, disjoint splits, one turn per
+    hop plus the answer, and every noisy demonstration fits the SFT window."""
+    cfg = SynthHopPolicyConfig()
+    assert (cfg.env.min_hops, cfg.env.max_hops, cfg.env.turns) == (1, 4, 5)
+    kb, train, held = synthhop_world(cfg)
+    for split in (train, held):
+        counts = np.bincount([e.meta["hops"] for e in split], minlength=5)[1:]
+        assert counts.min() >= len(split) // 4 and counts.sum() == len(split)
+    assert not {(e.meta["start"], e.meta["relations"]) for e in train} & \
+        {(e.meta["start"], e.meta["relations"]) for e in held}
+    longest = [e for e in train if e.meta["hops"] == 4][:64]
+    demos = make_demonstrations(kb, longest * 4, seed=1, cfg=cfg.demo, env_cfg=cfg.env)
+    tokens, target = demo_arrays(demos, build_word_tokenizer(kb).get_vocab(), cfg.sft_len)   # raises if too long
+    assert max(d.n_turns for d in demos) == cfg.env.turns and target.sum() > 0
+    rates = [np.mean([d.correct for d in demos])]
+    assert 0.05 < rates[0] < 0.6                               # 4-hop demos succeed, but rarely

@@ -124,3 +124,18 @@ def test_warm_start_and_state_is_a_pytree():
         pr.predict(cfg, state, x[:, :-1])
     with pytest.raises(ValueError, match="loss"):
         pr.PredictorConfig(feature_dim=4, loss="l1")
+
+
+def test_prompt_share_balances_minibatch_weights():
+    cfg = pr.PredictorConfig(feature_dim=3, hidden=4, max_turns=T, prompt_share=0.25)
+    x = jnp.zeros((6, cfg.in_dim)).at[:, 3].set(jnp.array([0.0, 0.0, 1.0, 2.0, 1.0, 0.0]) / T)
+    w = jnp.array([2.0, 1.0, 3.0, 1.0, 0.0, 0.0])             # last row: a padded prompt row
+    out = np.asarray(pr.balance_prompt_rows(cfg, x, w))
+    assert out[[0, 1, 5]].sum() == pytest.approx(0.25) and out[[2, 3, 4]].sum() == pytest.approx(0.75)
+    np.testing.assert_allclose(out[[0, 1]] / out[1], [2.0, 1.0])   # proportions within a group kept
+    assert out[4] == 0 and out[5] == 0
+    only_prefix = np.asarray(pr.balance_prompt_rows(cfg, x, w.at[:2].set(0.0)))
+    assert only_prefix[[2, 3]].sum() == pytest.approx(0.75) and only_prefix[:2].sum() == 0
+    np.testing.assert_array_equal(pr.balance_prompt_rows(cfg.__class__(feature_dim=3, max_turns=T), x, w), w)
+    with pytest.raises(ValueError, match="prompt_share"):
+        pr.PredictorConfig(feature_dim=3, prompt_share=1.0)

@@ -90,3 +90,55 @@ def test_path_values_and_predictor_targets(trees):
 def test_bad_mode_raises(trees):
     with pytest.raises(ValueError, match="target mode"):
         tg.node_values(trees[0][1], "median")
+
+
+def test_direct_values_match_tree_walk(trees):
+    """mode="direct": node (j, t) averages root j's reward and the continuations branched exactly at t;
+    the prompt node averages its roots only."""
+    fn = jax.jit(lambda leaves: tg.node_values(leaves, "direct"))
+    for a, leaves in trees:
+        nv = jax.device_get(fn(leaves))
+        M = a["M"]
+        for p in range(a["P"]):
+            roots = [float(a["root_r"][p, j]) for j in range(M) if a["root_valid"][p, j]]
+            assert nv.value_P[p] == pytest.approx(np.mean(roots), abs=1e-6) and nv.count_P[p] == len(roots)
+            for j in range(M):
+                for t in range(a["T"]):
+                    if not (a["root_valid"][p, j] and t < a["root_n"][p, j]):
+                        assert nv.value_PMT[p, j, t] == 0 and nv.count_PMT[p, j, t] == 0
+                        continue
+                    here = a["cvalid"][p] & (a["src"][p] == j) & (a["branch"][p] == t)
+                    samples = [float(a["root_r"][p, j]), *a["cont_r"][p][here].tolist()]
+                    assert nv.value_PMT[p, j, t] == pytest.approx(np.mean(samples), abs=1e-5), (p, j, t)
+                    assert nv.count_PMT[p, j, t] == len(samples)
+
+
+def test_direct_targets_unbiased_under_outcome_dependent_branching():
+    """A TRACE-like rule (branch a failed root at a promising prefix, a successful one at an unpromising
+    prefix) biases count-weighted subtree targets; direct targets stay unbiased: the pooled per-sample
+    regression target of the prompt node and of each prefix type equals the true value V."""
+    rng = np.random.default_rng(0)
+    n, M, N, T = 4000, 2, 2, 2
+    v_good, v_bad, p_good = 0.6, 0.05, 0.3
+    good = rng.random((n, M)) < p_good                       # prefix after turn 1: promising or not
+    v_pref = np.where(good, v_good, v_bad)
+    root_r = (rng.random((n, M)) < v_pref).astype(np.float32)
+    # branch N continuations at t = 1 of root j only when the outcome is likely to flip
+    flip = ((root_r == 0) & good) | ((root_r == 1) & ~good)
+    cvalid = np.repeat(flip, N, axis=1)
+    src = np.repeat(np.arange(M)[None], n, 0).repeat(N, axis=1)
+    cont_r = (rng.random((n, M * N)) < np.repeat(v_pref, N, axis=1)).astype(np.float32)
+    from lpo_jax.trace.layout import make_tree_leaves
+    leaves = make_tree_leaves(root_r, np.ones((n, M), bool), np.full((n, M), T), cont_r, cvalid,
+                              src.astype(np.int32), np.ones((n, M * N), np.int32), np.full((n, M * N), T),
+                              max_turns=T)
+    true_v = p_good * v_good + (1 - p_good) * v_bad
+    pooled = lambda value, count: float((value * count).sum() / count.sum())   # noqa: E731
+    direct, subtree = (jax.device_get(tg.node_values(leaves, m)) for m in ("direct", "leaves"))
+    se = np.sqrt(true_v * (1 - true_v) / (n * M))
+    assert abs(pooled(direct.value_P, direct.count_P) - true_v) < 4 * se
+    assert pooled(subtree.value_P, subtree.count_P) - true_v > 6 * se            # the bias direct removes
+    for kind, v in ((good, v_good), (~good, v_bad)):
+        value, count = direct.value_PMT[:, :, 1][kind], direct.count_PMT[:, :, 1][kind]
+        se_k = np.sqrt(v * (1 - v) / count.sum())
+        assert abs(pooled(value, count) - v) < 4 * se_k + 1e-3

@@ -164,6 +164,10 @@ def test_config_validation():
         TraceTrainConfig(root_budget=7)
     with pytest.raises(ValueError, match="predictor_features"):
         TraceTrainConfig(predictor_features="cls")
+    with pytest.raises(ValueError, match="predictor_target"):
+        TraceTrainConfig(predictor_target="subtree")
+    with pytest.raises(ValueError, match="predictor_prompt_share"):
+        TraceTrainConfig(predictor_prompt_share=1.5)
     from lpo_jax.trace.features import feature_dim
     assert feature_dim(8, "mean") == 8 and feature_dim(8, "mean_last_len") == 17
     assert TraceTrainConfig(method="grpo_flat").advantage_used == "grpo_flat"
