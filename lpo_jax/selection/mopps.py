@@ -157,7 +157,7 @@ def make_mopps(num_prompts: int, batch_size: int, *, decay: float = 1.0, alpha0:
             raise ValueError(f"warm-start counts must be non-negative arrays of shape ({N},).")
         a0, b0 = a0 + warm_start_weight * s, b0 + warm_start_weight * f
     off_prior = np.flatnonzero((a0 != np.float32(alpha0)) | (b0 != np.float32(beta0))).astype(np.int32)
-    seen0 = np.zeros((C,), np.int32)
+    seen0 = np.zeros((max(C, 1),), np.int32)  # C = 0: one unused slot (orbax cannot save zero-size arrays)
     seen0[:min(C, off_prior.size)] = off_prior[:C]
     buckets = sorted({C >> (2 * i) for i in range(4) if (C >> (2 * i)) >= 4096} | {C})  # fast-branch sizes
     quantile_kw = dict(alpha0=alpha0, beta0=beta0, acquisition=acquisition, target=target, band=(lo, hi))

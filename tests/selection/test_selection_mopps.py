@@ -184,7 +184,7 @@ def test_prob_mixed_matches_monte_carlo():
 
 def test_seen_capacity_option():
     """0 disables the prior-group fast path; None = min(2^18, N // 4) from N = 2^18 on; bad values raise."""
-    assert make_mopps(N, B).init(None).seen_ids_C.shape == (0,)
+    assert make_mopps(N, B).init(None).seen_ids_C.shape == (1,)  # C = 0: one unused slot (orbax: no zero-size)
     assert make_mopps(1 << 18, B).init(None).seen_ids_C.shape == (1 << 16,)
     assert make_mopps(N, B, seen_capacity=10).init(None).seen_ids_C.shape == (10,)
     for bad in (-1, 2.5):
