@@ -75,26 +75,10 @@ def smoke_setting() -> Setting:
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def tiny_random_policy(path: str) -> str:
-    """A 1-layer random char-level policy saved as an HF directory (smoke runs: no SFT, fast compiles)."""
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return path
-    from flax import nnx
-    from lpo_jax.models import ModelConfig, Transformer
-    from lpo_jax.models.hf import save_hf
-    from lpo_jax.tasks import char_tokenizer
-    cfg = ModelConfig(family="qwen3", vocab_size=char_tokenizer.VOCAB_SIZE, hidden_size=32, intermediate_size=64,
-                      num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, qk_norm=True, tie_embeddings=True,
-                      eos_token_id=char_tokenizer.EOS_ID)
-    save_hf(Transformer(cfg, rngs=nnx.Rngs(0)), path)
-    char_tokenizer.save_char_tokenizer(path)
-    return path
-
-
 def policy_path(setting: Setting, runs_dir: str) -> str:
+    from lpo_jax.tasks.testbed_policy import ensure_testbed_policy, tiny_random_policy
     if setting.policy == "tiny-random":
         return tiny_random_policy(os.path.join(runs_dir, "tiny_policy"))
-    from lpo_jax.tasks.testbed_policy import ensure_testbed_policy
     return ensure_testbed_policy(seed=0)[0]
 
 

@@ -105,6 +105,23 @@ def sft_arrays(demos: Sequence[tuple[str, str]], length: int) -> tuple[np.ndarra
     return tokens, target
 
 
+def tiny_random_policy(path: str) -> str:
+    """A 1-layer random char-level Qwen3 policy saved as an HF directory at `path` (kept if already there):
+    smoke runs and tests that need a real checkpoint but no SFT."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    from flax import nnx
+
+    from lpo_jax.models import ModelConfig, Transformer
+    from lpo_jax.models.hf import save_hf
+    cfg = ModelConfig(family="qwen3", vocab_size=chars.VOCAB_SIZE, hidden_size=32, intermediate_size=64,
+                      num_layers=1, num_heads=2, num_kv_heads=1, head_dim=16, qk_norm=True, tie_embeddings=True,
+                      eos_token_id=chars.EOS_ID)
+    save_hf(Transformer(cfg, rngs=nnx.Rngs(0)), path)
+    chars.save_char_tokenizer(path)
+    return path
+
+
 def make_sft_step(graphdef, tx, pad_id: int = chars.PAD_ID):
     """Jitted (state, opt_state, tokens_BL, target_BL) -> (state', opt_state', loss); ``pad_id`` marks padding."""
     import flax.nnx as nnx

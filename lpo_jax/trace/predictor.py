@@ -8,7 +8,8 @@ Training: weighted MSE (default) or soft-target BCE on tree targets V̂, weight 
 skipped); each RL step runs `n_updates` Adam steps on minibatches drawn uniformly from the filled ring,
 *before* the next allocation. ``prompt_share`` > 0 [ours]: prompt rows (turn 0, stage 1's inputs; a few
 per step against many prefix rows) carry that share of each minibatch's weight (`balance_prompt_rows`).
-Warm start: `predict` returns 0.5 while fewer than `n_warm` RL steps have been recorded (uniform stages). The whole state is a pytree (checkpoint it with the trainer state).
+Warm start: `predict` returns 0.5 while fewer than `n_warm` RL steps have been recorded (uniform stages).
+The whole state is a pytree (checkpoint it with the trainer state).
 
 Use (all jittable with the config static)::
 

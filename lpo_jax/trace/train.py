@@ -204,7 +204,11 @@ class TraceTrainer:
         # common random numbers: every evaluation of a seed (any method, any step) uses the same key and the
         # same env noise, so accuracy differences between methods / steps come from the policy, not the draw
         eval_key = jax.random.fold_in(base_key, _EVAL)
-        evals.append({"step": 0, **cost, **self.evaluate(state.params, cfg, eval_key)})
+
+        def evaluate_now(step):
+            evals.append({"step": step, **cost, **self.evaluate(state.params, cfg, eval_key)})
+
+        evaluate_now(0)
         step, t_start = 0, time.time()
         while step < cfg.steps and not (cfg.token_budget and cost["generated_tokens"] >= cfg.token_budget):
             step += 1
@@ -240,11 +244,9 @@ class TraceTrainer:
                     f"{row['contrast_ratio']:.2f} nonzero {row['nonzero_adv_frac']:.2f} reward {row['reward_mean']:.2f} "
                     f"pred_mse {pred_mse:.3f} {row['step_s']:.1f}s")
             if cfg.eval_every and step % cfg.eval_every == 0:
-                evals.append({"step": step, **cost,
-                              **self.evaluate(state.params, cfg, eval_key)})
-        if not evals or evals[-1]["step"] != step:
-            evals.append({"step": step, **cost,
-                          **self.evaluate(state.params, cfg, eval_key)})
+                evaluate_now(step)
+        if evals[-1]["step"] != step:
+            evaluate_now(step)
         mean = lambda k: float(np.mean([h[k] for h in history])) if history else 0.0  # noqa: E731
         summary = {"method": cfg.method, "advantage": cfg.advantage_used, "seed": cfg.seed, "steps": step,
                    "contrast_ratio": mean("contrast_ratio"), "nonzero_adv_frac": mean("nonzero_adv_frac"),
