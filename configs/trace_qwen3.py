@@ -27,6 +27,7 @@ def get_config(method: str = "trace"):
     c.train = ml_collections.ConfigDict(dict(
         method=method, advantage="tree_grpo", steps=180, token_budget=0, seed=0,
         pool_prompts=1024, roots_per_prompt=16, root_budget=512, multiplier=2, tree_group=2,
+        root_objective="groups",   # the spec's stage 1; "trajectories" (ours) won on the testbed (trace_mhqa.py)
         flat_group=4, flat_roots=1024, lr=1e-6, clip_eps=0.2, loss_agg="token-mean",
         predictor_hidden=256, predictor_lr=1e-3, predictor_updates=8, predictor_batch=1024,
         predictor_buffer=65536, predictor_warm=5, eval_every=20, eval_samples=1, mini_batches=1))

@@ -361,7 +361,8 @@ def section_trace(seeds, smoke, out_dir, log, path=None, runs_dir=None, reuse_on
             with open(saved, "w") as f:
                 json.dump({k: v for k, v in result.items() if k in ("equalized", "methods", "per_seed", "plot")}
                           | {"reproduce_wall_s": wall}, f)
-    labels = {"grpo_flat": "flat GRPO", "tree_random": "random trees", "trace": "TRACE"}
+    labels = {"grpo_flat": "flat GRPO", "tree_random": "random trees", "trace": "TRACE",
+              "trace_groups": "TRACE, spec stage-1 objective"}
     metrics = ("contrast_ratio", "nonzero_adv_frac", "accuracy")
     per_seed = result.get("per_seed") or {m: [v] for m, v in result["methods"].items()}
     lines = [f"Equalized: generated {result.get('equalized', 'tokens')} (every method stops at the same token "
@@ -369,7 +370,10 @@ def section_trace(seeds, smoke, out_dir, log, path=None, runs_dir=None, reuse_on
              f"{wall / 60:.1f} min. contrast_ratio = fraction of trained prompts with mixed rewards; "
              "nonzero_adv_frac = fraction of loss tokens with a non-zero advantage; accuracy = held-out.", "",
              "| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for name in ("grpo_flat", "tree_random", "trace"):
+    if "trace_groups" in per_seed:
+        lines[0] += (" TRACE's stage 1 maximises the expected number of roots in mixed groups (ours); the spec's "
+                     "objective, the expected number of mixed groups, is the last row.")
+    for name in labels:
         if name in per_seed:
             lines.append(f"| {labels[name]} | " + " | ".join(fmt([r[m] for r in per_seed[name]]) for m in metrics)
                          + " |")

@@ -1,7 +1,8 @@
 """lpo_jax.trace: TRACE tree-rollout allocation, tree targets/advantages and the shared success predictor.
 
 One step (host driver, static shapes; spec §2.1):
-  m = allocate_roots(Ṽψ(prompts), B_root, M)        -> roots per prompt
+  m = allocate_roots(Ṽψ(prompts), B_root, M)        -> roots per prompt (spec objective; or
+      allocate_roots_dp(..., unit=2, objective="trajectories"): roots in mixed groups, ours)
   roll out roots; Vp = Ṽψ(prefixes); K = allocate_prefixes(prefix_gains(Vp, r, cand, Kmax), m, N)
   src, t, valid = continuation_slots(K, C)          -> continuations copy turns 1..t of root src
   leaves = make_tree_leaves(...); nv = node_values(leaves)
@@ -17,7 +18,8 @@ from lpo_jax.trace.advantages import (LeafGroups, grpo_flat, leaf_groups, leaf_t
                                       segment, token_advantages, tree_advantages, tree_grpo, tree_membership)
 from lpo_jax.trace.allocation import (allocate_prefixes, allocate_prefixes_random, allocate_roots,
                                       allocate_roots_dp, allocate_roots_uniform, continuation_slots,
-                                      prefix_candidates, prefix_gains, prefix_value, root_gains, root_value)
+                                      prefix_candidates, prefix_gains, prefix_value, root_gains, root_objective,
+                                      root_value)
 from lpo_jax.trace.bandit_tree import (BanditTree, bandit_tree_rollout, make_bandit_tree, path_features,
                                        prefix_values, prompt_values, sample_paths)
 from lpo_jax.trace.layout import TreeLeaves, make_tree_leaves
@@ -38,7 +40,7 @@ __all__ = [
     "token_advantages", "tree_advantages", "tree_grpo", "tree_membership",
     "allocate_prefixes", "allocate_prefixes_random", "allocate_roots", "allocate_roots_dp",
     "allocate_roots_uniform", "continuation_slots", "prefix_candidates", "prefix_gains", "prefix_value",
-    "root_gains", "root_value",
+    "root_gains", "root_objective", "root_value",
     "BanditTree", "bandit_tree_rollout", "make_bandit_tree", "path_features", "prefix_values", "prompt_values",
     "sample_paths",
     "TreeLeaves", "make_tree_leaves",

@@ -4,7 +4,15 @@ Stage 1 (roots): maximize sum_i V_root(v_i, m_i), V_root(v, m) = 1 - v^m - (1-v)
 to sum_i m_i = B_root, 0 <= m_i <= M. Gains Delta_0 = 0 < Delta_1 = 2v(1-v) break concavity, so budget is
 given in *pair units* (m even); pair gains g_u = Delta_2u + Delta_2u+1 are non-increasing in u, hence a
 global top-k over all prompts' pair gains is the exact optimum over even m (`allocate_roots`). The exact
-optimum over all integer m is a knapsack, solved by a DP over prompts (`allocate_roots_dp`).
+optimum over all integer m (or multiples of any unit) is a knapsack, solved by a DP over prompts
+(`allocate_roots_dp`).
+
+Stage-1 objective (`root_objective`): "groups" is the spec's sum_i V_root(v_i, m_i), the expected number of
+mixed groups. [ours] "trajectories" is sum_i m_i V_root(v_i, m_i), the expected number of roots that sit in a
+mixed group, i.e. the rollouts whose GRPO advantage is non-zero. "groups" spreads pairs over many
+mid-difficulty prompts (a pair mixes at most half the time); "trajectories" pays for fewer, larger groups on
+the most uncertain prompts. Its gains are not concave in m (at v = 0.5: 0, 1, 1.25, 1.25, 1.19, ...), so only
+the DP is exact for it.
 
 Stage 2 (prefixes): per prompt i with roots' rewards r_ij, candidate nodes (j, t), 1 <= t < n_turns_ij,
 predicted prefix success Vp: maximize sum V_pref = 1 - q^K, q = r Vp + (1 - r)(1 - Vp), with sum K = m_i N.
@@ -32,6 +40,17 @@ def root_value(v, m):
     m = jnp.asarray(m)
     mf = jnp.maximum(m, 0).astype(v.dtype)
     return jnp.where(m <= 1, 0.0, 1.0 - v ** mf - (1.0 - v) ** mf)
+
+
+ROOT_OBJECTIVES = ("groups", "trajectories")
+
+
+def root_objective(v, m, objective: str = "groups"):
+    """Stage-1 value of m roots: "groups" V_root(v, m) (spec), "trajectories" m V_root(v, m) (module docstring)."""
+    if objective not in ROOT_OBJECTIVES:
+        raise ValueError(f"root objective must be one of {ROOT_OBJECTIVES}, got {objective!r}")
+    val = root_value(v, m)
+    return val * jnp.asarray(m, val.dtype) if objective == "trajectories" else val
 
 
 def prefix_value(vp, r, k):
@@ -97,35 +116,40 @@ def allocate_roots(v_P, B_root: int, M: int, *, valid_P=None, key=None, unit: in
     return (unit * counts).astype(jnp.int32)
 
 
-def allocate_roots_dp(v_P, B_root: int, M: int, *, valid_P=None):
-    """Exact optimum over all integers 0 <= m_i <= M (odd allowed), sum = B_root: knapsack DP, O(P B M).
+def allocate_roots_dp(v_P, B_root: int, M: int, *, valid_P=None, key=None, unit: int = 1,
+                      objective: str = "groups"):
+    """Exact optimum of `objective` over m_i in {0, unit, 2 unit, ...} <= M with sum = B_root: knapsack DP,
+    O(P B M).
 
-    Among equal optima the smallest m is taken for later prompts first (backtracking argmax). Needs the
-    valid prompts to hold the budget (sum of their M >= B_root); otherwise the result is meaningless.
+    Among equal optima the backtracking argmax takes the smallest m for later prompts first; given a PRNG
+    key, prompts are visited in a random order instead (ties broken at random, reproducibly). Needs the
+    valid prompts to hold the budget (sum of their capacity >= B_root); otherwise the result is meaningless.
     """
-    _check_root_args(v_P, B_root, M, 1)
+    _check_root_args(v_P, B_root, M, unit)
     v = _clean(v_P)
     valid = jnp.ones(v.shape, bool) if valid_P is None else jnp.asarray(valid_P, bool)
+    order = jnp.arange(v.shape[0]) if key is None else jax.random.permutation(key, v.shape[0])
     m = jnp.arange(M + 1)
     b = jnp.arange(B_root + 1)
     neg = jnp.float32(-jnp.inf)
+    allowed = m % unit == 0
 
     def forward(best, inp):
         v_p, ok = inp
-        vals = jnp.where(ok | (m == 0), root_value(v_p, m), neg)            # [M+1]
+        vals = jnp.where((ok & allowed) | (m == 0), root_objective(v_p, m, objective), neg)   # [M+1]
         src = b[:, None] - m[None, :]                                        # [B+1, M+1]
         cand = jnp.where(src >= 0, best[jnp.clip(src, 0)], neg) + vals[None, :]
         return cand.max(-1), jnp.argmax(cand, -1).astype(jnp.int32)
 
     init = jnp.where(b == 0, 0.0, neg).astype(jnp.float32)
-    _, choice = jax.lax.scan(forward, init, (v, valid))                     # choice [P, B+1]
+    _, choice = jax.lax.scan(forward, init, (v[order], valid[order]))        # choice [P, B+1]
 
     def backward(rest, choice_p):
         m_p = choice_p[rest]
         return rest - m_p, m_p
 
-    _, m_P = jax.lax.scan(backward, jnp.int32(B_root), choice, reverse=True)
-    return m_P
+    _, m_ordered = jax.lax.scan(backward, jnp.int32(B_root), choice, reverse=True)
+    return jnp.zeros_like(m_ordered).at[order].set(m_ordered)
 
 
 def allocate_roots_uniform(key, valid_P, B_root: int, group_size: int):

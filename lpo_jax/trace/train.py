@@ -52,6 +52,7 @@ from lpo_jax.training.step import make_train_step
 EXPANSION = {"trace": "trace", "tree_random": "random", "grpo_flat": "none"}
 _predict = jax.jit(predict, static_argnums=0)
 _allocate_roots = jax.jit(allocation.allocate_roots, static_argnums=(1, 2))
+_allocate_roots_dp = jax.jit(allocation.allocate_roots_dp, static_argnums=(1, 2), static_argnames=("unit", "objective"))
 _allocate_uniform = jax.jit(allocation.allocate_roots_uniform, static_argnums=(2, 3))
 
 
@@ -159,8 +160,11 @@ class TraceTrainer:
 
     def allocate(self, cfg: TraceTrainConfig, v, key):
         valid = jnp.ones((cfg.pool_prompts,), bool)
-        if cfg.method == "trace":
+        if cfg.method == "trace" and cfg.root_objective == "groups":
             return np.asarray(_allocate_roots(jnp.asarray(v), cfg.root_budget, cfg.roots_per_prompt, key=key))
+        if cfg.method == "trace":
+            return np.asarray(_allocate_roots_dp(jnp.asarray(v), cfg.root_budget, cfg.roots_per_prompt, key=key,
+                                                 unit=2, objective=cfg.root_objective))
         if cfg.method == "tree_random":
             return np.asarray(_allocate_uniform(key, valid, cfg.root_budget, cfg.tree_group))
         return np.asarray(_allocate_uniform(key, valid, cfg.flat_roots, cfg.flat_group))

@@ -3,8 +3,11 @@
 Methods (same loop, same policy, same cost counters):
 
 * ``trace``: stage 1 allocates ``root_budget`` roots over a random pool of ``pool_prompts`` questions by the
-  shared predictor (pair units, <= ``roots_per_prompt`` each); stage 2 spends ``multiplier`` continuations
-  per root on the turn prefixes with the highest flip probability (exact top-k).
+  shared predictor (pair units, <= ``roots_per_prompt`` each), maximising ``root_objective``: "groups" (the
+  spec's expected number of mixed groups, exact top-k) or "trajectories" ([ours]: expected number of roots
+  in mixed groups, i.e. rollouts with a non-zero advantage; exact DP; `allocation` module docstring);
+  stage 2 spends ``multiplier`` continuations per root on the turn prefixes with the highest flip
+  probability (exact top-k).
 * ``tree_random``: Tree-GRPO / TreePO-style baseline: ``root_budget // tree_group`` random questions with
   ``tree_group`` roots each; every root gets ``multiplier`` continuations from uniformly drawn prefixes.
 * ``grpo_flat``: flat GRPO: ``flat_roots // flat_group`` random questions with ``flat_group`` roots each, no
@@ -27,6 +30,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from lpo_jax.trace.allocation import ROOT_OBJECTIVES
+
 METHODS = ("trace", "tree_random", "grpo_flat")
 ADVANTAGES = ("tree_grpo", "segment", "grpo_flat", "lpo")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean")
@@ -47,6 +52,7 @@ class TraceTrainConfig:
     roots_per_prompt: int = 4
     root_budget: int = 16
     multiplier: int = 2
+    root_objective: str = "groups"   # stage 1 (trace): "groups" (spec) | "trajectories" ([ours])
     tree_group: int = 2
     flat_group: int = 4
     flat_roots: int = 32
@@ -80,6 +86,8 @@ class TraceTrainConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if self.root_objective not in ROOT_OBJECTIVES:
+            raise ValueError(f"root_objective must be one of {ROOT_OBJECTIVES}, got {self.root_objective!r}")
         if self.predictor_features not in ("mean", "mean_last_len"):
             raise ValueError(f"predictor_features must be 'mean' or 'mean_last_len', got {self.predictor_features!r}")
         if self.predictor_target not in PREDICTOR_TARGETS:

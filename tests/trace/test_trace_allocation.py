@@ -91,6 +91,45 @@ def test_dp_budget_and_optimality():
         assert got == pytest.approx(best, abs=1e-5)
 
 
+_dp_opts = jax.jit(al.allocate_roots_dp, static_argnums=(1, 2), static_argnames=("unit", "objective"))
+
+
+@pytest.mark.parametrize("objective", al.ROOT_OBJECTIVES)
+@pytest.mark.parametrize("unit", (1, 2))
+def test_dp_objectives_units_and_random_ties_match_brute_force(objective, unit):
+    """Both stage-1 objectives, any unit, with and without random tie order: DP == brute force."""
+    rng = np.random.default_rng(7 + unit)
+    value = lambda vi, mi: _np_root_value(vi, mi) * (mi if objective == "trajectories" else 1)  # noqa: E731
+    for trial in range(6):
+        v = rng.random(4).astype(np.float32)
+        if trial == 0:
+            v[:] = 0.5   # all tied
+        B = 8
+        key = jax.random.PRNGKey(trial) if trial % 2 else None
+        m = np.asarray(_dp_opts(jnp.asarray(v), B, 4, key=key, unit=unit, objective=objective))
+        assert m.sum() == B and np.all((0 <= m) & (m <= 4)) and np.all(m % unit == 0), m
+        best = max(sum(value(v[i], c[i]) for i in range(4))
+                   for c in itertools.product(range(0, 5, unit), repeat=4) if sum(c) == B)
+        assert sum(value(v[i], m[i]) for i in range(4)) == pytest.approx(best, abs=1e-5), (v, m)
+
+
+def test_trajectories_objective_concentrates_roots():
+    """[ours] "trajectories" (expected roots in mixed groups) buys fewer, larger groups than the spec's "groups"."""
+    v = jnp.full((8,), 0.5)
+    groups = np.asarray(roots_jit(v, 8, 4))
+    traj = np.asarray(_dp_opts(v, 8, 4, unit=2, objective="trajectories"))
+    assert sorted(groups.tolist()) == [0, 0, 0, 0, 2, 2, 2, 2]   # 4 x V(2) = 2.0 > 2 x V(4) = 1.75
+    assert sorted(traj.tolist()) == [0, 0, 0, 0, 0, 0, 4, 4]     # 2 x 4 V(4) = 7.0 > 4 x 2 V(2) = 4.0
+    keyed = [tuple(np.asarray(_dp_opts(v, 8, 4, key=jax.random.PRNGKey(k), unit=2, objective="trajectories")))
+             for k in range(6)]
+    assert len(set(keyed)) > 1 and keyed[0] == tuple(np.asarray(_dp_opts(v, 8, 4, key=jax.random.PRNGKey(0), unit=2,
+                                                                          objective="trajectories")))
+    np.testing.assert_allclose(np.asarray(al.root_objective(jnp.float32(0.3), 4, "trajectories")),
+                               4 * (1 - 0.3**4 - 0.7**4), rtol=1e-6)
+    with pytest.raises(ValueError, match="root objective"):
+        al.root_objective(0.5, 2, "mixed")
+
+
 def test_allocate_roots_matches_brute_force_even():
     rng = np.random.default_rng(0)
     for trial in range(16):

@@ -4,6 +4,7 @@ One module-scoped trainer (programs compile once): each method runs 3 steps; per
 recompute the generated-token counter from the token arrays, and snapshot the trace counters.
 """
 import collections
+import os
 import types
 
 import flax.nnx as nnx
@@ -120,6 +121,17 @@ def test_token_budget_stops_the_run(trainer, runs):
     assert result.summary["steps"] == 1 and result.summary["generated_tokens"] >= cfg.token_budget
 
 
+def test_root_objectives_in_the_loop(trainer):
+    """Stage 1 at the warm-start values (v = 0.5 everywhere): the spec's "groups" spreads pairs, "trajectories"
+    ([ours], exact DP) puts the whole budget on one prompt (4 V(4) = 3.5 > 2 x 2 V(2) = 2); a run with it."""
+    v, key = np.full((4,), 0.5, np.float32), jax.random.PRNGKey(3)
+    for objective, expected in (("groups", [0, 0, 2, 2]), ("trajectories", [0, 0, 0, 4])):
+        cfg = trace_train_config(SMALL, root_objective=objective, roots_per_prompt=4, pad_leaves=12)
+        assert sorted(trainer.allocate(cfg, v, key).tolist()) == expected, objective
+    _, result, steps = _run(trainer, "trace", root_objective="trajectories", steps=2)
+    assert all(row["roots"] == SMALL["root_budget"] and row["skipped"] == 0 for row, *_ in steps)
+
+
 def test_lpo_and_segment_advantages_run(trainer):
     for adv in ("lpo", "segment"):
         _, result, steps = _run(trainer, "trace", advantage=adv, steps=1)
@@ -168,6 +180,13 @@ def test_config_validation():
         TraceTrainConfig(predictor_target="subtree")
     with pytest.raises(ValueError, match="predictor_prompt_share"):
         TraceTrainConfig(predictor_prompt_share=1.5)
+    with pytest.raises(ValueError, match="root_objective"):
+        TraceTrainConfig(root_objective="mixed")
+    from lpo_jax.trace import run as trace_run
+    configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    for name in ("trace_mhqa.py", "trace_qwen3.py"):   # the shipped configs validate for every method
+        for method in ("trace", "tree_random", "grpo_flat"):
+            assert trace_train_config(trace_run._load(os.path.join(configs, f"{name}:{method}")).train).method == method
     from lpo_jax.trace.features import feature_dim
     assert feature_dim(8, "mean") == 8 and feature_dim(8, "mean_last_len") == 17
     assert TraceTrainConfig(method="grpo_flat").advantage_used == "grpo_flat"
