@@ -6,7 +6,7 @@ Methods share budgets: trees spend root_budget roots + multiplier continuations 
 flat_roots roots in groups of flat_group (about the same generated tokens per step); every run stops at
 train.token_budget generated tokens (experiments/compare_trace.py runs all three over seeds).
 Stage 1 maximises the expected number of roots in mixed groups (root_objective="trajectories", ours; the
-spec's "groups" spreads pairs over many prompts and mixes barely more often than flat GRPO here), with 32
+spec's "groups" spreads pairs over many prompts and mixes only ~1.2x as often as flat GRPO here), with 32
 predictor updates per RL step so that the predictor separates easy from hard questions within the budget.
 """
 import ml_collections

@@ -3,7 +3,8 @@
 Per RL step (spec §2.1 driver; `TraceTrainConfig` for the methods):
   1. a random pool of `pool_prompts` training questions; stage 1: ``trace`` scores them with the shared
      predictor (pooled policy hidden state of the prompt) and allocates `root_budget` roots
-     (`allocation.allocate_roots`); the baselines draw random questions with fixed group sizes;
+     (`allocation.allocate_roots`; `allocate_roots_dp` for root_objective="trajectories"); the baselines
+     draw random questions with fixed group sizes;
   2. `tree.rollout_tree`: roots, then (trees) continuations chosen by flip probability from the predictor's
      prefix values (``trace``) or uniformly (``tree_random``); none for ``grpo_flat``;
   3. targets: tree advantages on tokens or LPO on leaf groups (`trace.batch.make_batch`);
