@@ -167,21 +167,18 @@ def test_lpo_targets_on_tree_leaf_groups_with_padded_leaves():
     np.testing.assert_array_equal(np.asarray(batch.loss_mask_BKT)[~sub_valid], 0)
 
 
+@pytest.mark.parametrize("bad,match", [
+    (dict(method="bfs"), "method"), (dict(root_budget=7), "root_budget"),
+    (dict(predictor_features="cls"), "predictor_features"), (dict(predictor_target="subtree"), "predictor_target"),
+    (dict(predictor_prompt_share=1.5), "predictor_prompt_share"), (dict(root_objective="mixed"), "root_objective")])
+def test_bad_settings_are_clear_errors(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TraceTrainConfig(**bad)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="unknown TRACE train setting"):
         trace_train_config({"methd": "trace"})
-    with pytest.raises(ValueError, match="method"):
-        TraceTrainConfig(method="bfs")
-    with pytest.raises(ValueError, match="root_budget"):
-        TraceTrainConfig(root_budget=7)
-    with pytest.raises(ValueError, match="predictor_features"):
-        TraceTrainConfig(predictor_features="cls")
-    with pytest.raises(ValueError, match="predictor_target"):
-        TraceTrainConfig(predictor_target="subtree")
-    with pytest.raises(ValueError, match="predictor_prompt_share"):
-        TraceTrainConfig(predictor_prompt_share=1.5)
-    with pytest.raises(ValueError, match="root_objective"):
-        TraceTrainConfig(root_objective="mixed")
     from lpo_jax.trace import run as trace_run
     configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
     for name in ("trace_mhqa.py", "trace_qwen3.py"):   # the shipped configs validate for every method
