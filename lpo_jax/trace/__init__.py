@@ -25,8 +25,8 @@ from lpo_jax.trace.bandit_tree import (BanditTree, bandit_tree_rollout, make_ban
 from lpo_jax.trace.layout import TreeLeaves, make_tree_leaves
 from lpo_jax.trace.metrics import (effective_contrast_ratio, mixed_subtree_rate, nonzero_advantage_fraction,
                                    tree_cost)
-from lpo_jax.trace.predictor import (PredictorConfig, PredictorState, features, predict, predict_raw,
-                                     predictor_init, predictor_step, push, train, weighted_mse)
+from lpo_jax.trace.predictor import (PredictorConfig, PredictorState, features, predict, predict_members,
+                                     predict_raw, predictor_init, predictor_step, push, train, weighted_mse)
 from lpo_jax.trace.targets import (NodeValues, PredictorTargets, node_valid, node_values, path_values,
                                    predictor_targets, subtree_mask)
 from lpo_jax.trace.tree import TreeConfig, TreeRollout, rollout_tree
@@ -45,7 +45,7 @@ __all__ = [
     "sample_paths",
     "TreeLeaves", "make_tree_leaves",
     "effective_contrast_ratio", "mixed_subtree_rate", "nonzero_advantage_fraction", "tree_cost",
-    "PredictorConfig", "PredictorState", "features", "predict", "predict_raw", "predictor_init",
+    "PredictorConfig", "PredictorState", "features", "predict", "predict_members", "predict_raw", "predictor_init",
     "predictor_step", "push", "train", "weighted_mse",
     "NodeValues", "PredictorTargets", "node_valid", "node_values", "path_values", "predictor_targets",
     "subtree_mask",

@@ -18,6 +18,11 @@ Stage 2 (prefixes): per prompt i with roots' rewards r_ij, candidate nodes (j, t
 predicted prefix success Vp: maximize sum V_pref = 1 - q^K, q = r Vp + (1 - r)(1 - Vp), with sum K = m_i N.
 The u-th unit gains q^u (1 - q), non-increasing, so a per-prompt top-k is exact (`allocate_prefixes`).
 
+Under predictor uncertainty [ours]: stage-1 values may be given per ensemble member, v [E, P]; then stage 1
+maximises the members' mean objective E_e[V(v_e, m)] (for "groups": the mean pair gains, still
+non-increasing, so the top-k stays exact). Members that disagree on a prompt lower its value: V is concave
+near v = 1/2 and 0 at the extremes.
+
 Ties are broken by a fixed order (prompt-major, lower index first) or, given a PRNG key, by a random
 permutation: the result is always an exact optimum and is reproducible for a fixed key.
 Predictions are clipped to [0, 1]; NaN predictions count as 0.5 (unknown). Invalid (padded) prompts or
@@ -61,10 +66,12 @@ def prefix_value(vp, r, k):
 
 
 def root_gains(v_P, M: int, unit: int = 2):
-    """Marginal gains per unit of `unit` roots, [P, M // unit]; row u = V(unit(u+1)) - V(unit u)."""
+    """Marginal gains per unit of `unit` roots, [P, M // unit]; row u = V(unit(u+1)) - V(unit u).
+    v [E, P] (ensemble members): the members' mean gains."""
     m = unit * jnp.arange(M // unit + 1)
-    f = root_value(jnp.asarray(v_P)[:, None], m[None, :])
-    return f[:, 1:] - f[:, :-1]
+    f = root_value(jnp.asarray(v_P)[..., None], m)
+    g = f[..., 1:] - f[..., :-1]
+    return g.mean(0) if g.ndim == 3 else g
 
 
 def uniform_flat(key, shape):
@@ -88,11 +95,12 @@ def _order(scores, key=None, tie_bits=None):
 
 
 def _check_root_args(v_P, B_root, M, unit):
-    if jnp.ndim(v_P) != 1:
-        raise ValueError(f"v_P must be 1-D [P] predicted root success, got shape {jnp.shape(v_P)}")
+    if jnp.ndim(v_P) not in (1, 2):
+        raise ValueError(f"v_P must be [P] predicted root success (or [E, P] per ensemble member), got shape "
+                         f"{jnp.shape(v_P)}")
     if unit < 1 or B_root < 0 or B_root % unit:
         raise ValueError(f"B_root={B_root} must be a non-negative multiple of unit={unit}")
-    capacity = jnp.shape(v_P)[0] * unit * (M // unit)
+    capacity = jnp.shape(v_P)[-1] * unit * (M // unit)
     if B_root > capacity:
         raise ValueError(f"B_root={B_root} exceeds capacity P*{unit}*(M//{unit}) = {capacity}; raise M or the pool")
 
@@ -119,7 +127,7 @@ def allocate_roots(v_P, B_root: int, M: int, *, valid_P=None, key=None, unit: in
 def allocate_roots_dp(v_P, B_root: int, M: int, *, valid_P=None, key=None, unit: int = 1,
                       objective: str = "groups"):
     """Exact optimum of `objective` over m_i in {0, unit, 2 unit, ...} <= M with sum = B_root: knapsack DP,
-    O(P B M).
+    O(P B M). v [E, P]: the members' mean objective (module docstring).
 
     Among equal optima the backtracking argmax takes the smallest m for later prompts first; given a PRNG
     key, prompts are visited in a random order instead (ties broken at random, reproducibly). Needs the
@@ -127,22 +135,25 @@ def allocate_roots_dp(v_P, B_root: int, M: int, *, valid_P=None, key=None, unit:
     """
     _check_root_args(v_P, B_root, M, unit)
     v = _clean(v_P)
-    valid = jnp.ones(v.shape, bool) if valid_P is None else jnp.asarray(valid_P, bool)
-    order = jnp.arange(v.shape[0]) if key is None else jax.random.permutation(key, v.shape[0])
+    v = v[None] if v.ndim == 1 else v                                          # [E, P]
+    P = v.shape[1]
+    valid = jnp.ones((P,), bool) if valid_P is None else jnp.asarray(valid_P, bool)
+    order = jnp.arange(P) if key is None else jax.random.permutation(key, P)
     m = jnp.arange(M + 1)
     b = jnp.arange(B_root + 1)
     neg = jnp.float32(-jnp.inf)
     allowed = m % unit == 0
 
     def forward(best, inp):
-        v_p, ok = inp
-        vals = jnp.where((ok & allowed) | (m == 0), root_objective(v_p, m, objective), neg)   # [M+1]
+        v_p, ok = inp                                                          # v_p [E]
+        value = root_objective(v_p[:, None], m, objective).mean(0)             # [M+1]
+        vals = jnp.where((ok & allowed) | (m == 0), value, neg)
         src = b[:, None] - m[None, :]                                        # [B+1, M+1]
         cand = jnp.where(src >= 0, best[jnp.clip(src, 0)], neg) + vals[None, :]
         return cand.max(-1), jnp.argmax(cand, -1).astype(jnp.int32)
 
     init = jnp.where(b == 0, 0.0, neg).astype(jnp.float32)
-    _, choice = jax.lax.scan(forward, init, (v[order], valid[order]))        # choice [P, B+1]
+    _, choice = jax.lax.scan(forward, init, (v[:, order].T, valid[order]))   # choice [P, B+1]
 
     def backward(rest, choice_p):
         m_p = choice_p[rest]

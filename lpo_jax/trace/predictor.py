@@ -3,6 +3,13 @@
 phi(H) = [stop_gradient(mean-pooled hidden state h, [D]), turn / max_turns, searches / max_turns]
 -> Linear(F, hidden) -> tanh -> Linear(hidden, 1) -> sigmoid.   (F = D + 2)
 
+Ensemble [ours]: ``ensemble`` = E >= 1 members of that MLP (independent inits, each trained on its own
+minibatches from the shared ring; params carry a leading [E] axis). `predict` is the members' mean;
+`predict_members` gives all E values, so stage 1 can maximise the *expected* objective over the members
+(`allocation.allocate_roots_dp` with v [E, P]): a question the members disagree on (unfamiliar, e.g. a
+longer question than any labelled one) is worth less than one they agree is mid-difficulty. E = 1 is the
+spec's single predictor.
+
 Training: weighted MSE (default) or soft-target BCE on tree targets V̂, weight = leaves under the node
 (`targets.predictor_targets`); rows go to a FIFO replay ring of `buffer_size` (static arrays, padded rows
 skipped); each RL step runs `n_updates` Adam steps on minibatches drawn uniformly from the filled ring,
@@ -14,7 +21,9 @@ The whole state is a pytree (checkpoint it with the trainer state).
 Use (all jittable with the config static)::
 
     state = predictor_init(cfg, key)
-    v = predict(cfg, state, features(h, turn, n_search, cfg.max_turns))     # [N] in [0, 1]
+    x = features(h, turn, n_search, cfg.max_turns)                          # [N, D + 2]
+    v = predict(cfg, state, x)                                              # [N] in [0, 1]
+    v_E = predict_members(cfg, state, x)                                    # [E, N], mean over E = v
     state, metrics = predictor_step(cfg, state, x, target, weight, valid, key)
 """
 from __future__ import annotations
@@ -45,11 +54,12 @@ class PredictorConfig:
     loss: str = "mse"
     init_scale: float = 1.0
     prompt_share: float = 0.0             # > 0: prompt rows (turn 0) carry this share of each minibatch's weight
+    ensemble: int = 1                     # E members (module docstring); 1 = the spec's single predictor
 
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"PredictorConfig.loss must be one of {LOSSES}, got {self.loss!r}")
-        for name in ("feature_dim", "hidden", "max_turns", "batch_size", "buffer_size"):
+        for name in ("feature_dim", "hidden", "max_turns", "batch_size", "buffer_size", "ensemble"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PredictorConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_updates < 0 or self.n_warm < 0 or self.lr <= 0:
@@ -64,7 +74,7 @@ class PredictorConfig:
 
 @flax.struct.dataclass
 class PredictorState:
-    params: dict
+    params: dict              # leaves with a leading [E] member axis
     opt_state: optax.OptState
     buf_x: jnp.ndarray        # [S, F]
     buf_y: jnp.ndarray        # [S]
@@ -85,30 +95,46 @@ def features(h_ND, turn_N, n_search_N, max_turns: int):
     return jnp.concatenate([h, extra], -1)
 
 
-def predictor_init(cfg: PredictorConfig, key) -> PredictorState:
+def _member_init(cfg: PredictorConfig, key) -> dict:
     k1, k2 = jax.random.split(key)
     F, H = cfg.in_dim, cfg.hidden
-    params = {"w1": cfg.init_scale * jax.random.normal(k1, (F * H,)).reshape(F, H) / jnp.sqrt(F),
-              "b1": jnp.zeros((H,)),
-              "w2": cfg.init_scale * jax.random.normal(k2, (H,)) / jnp.sqrt(H), "b2": jnp.zeros(())}
-    S = cfg.buffer_size
+    return {"w1": cfg.init_scale * jax.random.normal(k1, (F * H,)).reshape(F, H) / jnp.sqrt(F),
+            "b1": jnp.zeros((H,)),
+            "w2": cfg.init_scale * jax.random.normal(k2, (H,)) / jnp.sqrt(H), "b2": jnp.zeros(())}
+
+
+def predictor_init(cfg: PredictorConfig, key) -> PredictorState:
+    params = jax.vmap(lambda k: _member_init(cfg, k))(jax.random.split(key, cfg.ensemble))
+    S, F = cfg.buffer_size, cfg.in_dim
     return PredictorState(params, _optimizer(cfg).init(params), jnp.zeros((S, F)), jnp.zeros((S,)),
                           jnp.zeros((S,)), jnp.zeros((S,), bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
 
-def _logits(params, x_NF):
-    return jnp.tanh(x_NF @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+def _logits(member, x_NF):
+    """One member's logits, [N]."""
+    return jnp.tanh(x_NF @ member["w1"] + member["b1"]) @ member["w2"] + member["b2"]
+
+
+def member_values(params, x_NF):
+    """sigmoid(MLP_e(x)) of every member without the warm start, [E, N]."""
+    x = jnp.asarray(x_NF, jnp.float32)
+    return jax.vmap(lambda member: jax.nn.sigmoid(_logits(member, x)))(params)
 
 
 def predict_raw(params, x_NF):
-    """sigmoid(MLP(x)) without the warm start, [N]."""
-    return jax.nn.sigmoid(_logits(params, jnp.asarray(x_NF, jnp.float32)))
+    """Members' mean of sigmoid(MLP(x)) without the warm start, [N]."""
+    return member_values(params, x_NF).mean(0)
+
+
+def predict_members(cfg: PredictorConfig, state: PredictorState, x_NF):
+    """Every member's Ṽψ in [0, 1], [E, N]; 0.5 everywhere during the first `n_warm` RL steps."""
+    _check_x(cfg, x_NF)
+    return jnp.where(state.rl_steps < cfg.n_warm, 0.5, member_values(state.params, x_NF))
 
 
 def predict(cfg: PredictorConfig, state: PredictorState, x_NF):
-    """Ṽψ in [0, 1], [N]; 0.5 everywhere during the first `n_warm` RL steps."""
-    _check_x(cfg, x_NF)
-    return jnp.where(state.rl_steps < cfg.n_warm, 0.5, predict_raw(state.params, x_NF))
+    """Ṽψ in [0, 1] (the members' mean), [N]; 0.5 everywhere during the first `n_warm` RL steps."""
+    return predict_members(cfg, state, x_NF).mean(0)
 
 
 def _check_x(cfg, x_NF):
@@ -117,14 +143,22 @@ def _check_x(cfg, x_NF):
                          f"{jnp.shape(x_NF)}")
 
 
-def loss_fn(params, x_NF, y_N, w_N, kind: str = "mse"):
-    """Weighted mean of squared error (or soft BCE) over rows; 0 when all weights are 0."""
-    logits = _logits(params, x_NF)
+def member_loss(member, x_NF, y_N, w_N, kind: str = "mse"):
+    """One member's weighted mean of squared error (or soft BCE) over rows; 0 when all weights are 0."""
+    logits = _logits(member, x_NF)
     if kind == "mse":
         per = (jax.nn.sigmoid(logits) - y_N) ** 2
     else:
         per = optax.sigmoid_binary_cross_entropy(logits, y_N)
     return (w_N * per).sum() / jnp.maximum(w_N.sum(), 1e-8)
+
+
+def loss_fn(params, x_NF, y_N, w_N, kind: str = "mse"):
+    """Sum of the members' losses (`member_loss`); rows shared ([N, ...]) or one minibatch per member
+    ([E, N, ...]). Members share no parameters, so each member's gradient is that of its own loss."""
+    axis = 0 if jnp.ndim(y_N) == 2 else None
+    per_member = jax.vmap(member_loss, in_axes=(0, axis, axis, axis, None))(params, x_NF, y_N, w_N, kind)
+    return per_member.sum()
 
 
 def push(cfg: PredictorConfig, state: PredictorState, x_NF, y_N, w_N, valid_N) -> PredictorState:
@@ -155,21 +189,23 @@ def balance_prompt_rows(cfg: PredictorConfig, x_NF, w_N):
 
 
 def train(cfg: PredictorConfig, state: PredictorState, key):
-    """`n_updates` Adam steps on uniform minibatches from the ring -> (state, metrics {'loss', 'n_buffer'})."""
+    """`n_updates` Adam steps, each member on its own uniform minibatch from the ring -> (state, metrics
+    {'loss' (members' mean), 'n_buffer'})."""
     tx = _optimizer(cfg)
     n_filled = state.buf_valid.sum()
     probs = state.buf_valid / jnp.maximum(n_filled, 1)
 
     def one(carry, k):
         params, opt_state = carry
-        idx = jax.random.choice(k, cfg.buffer_size, (cfg.batch_size,), p=probs)
-        w = balance_prompt_rows(cfg, state.buf_x[idx], state.buf_w[idx] * state.buf_valid[idx])
+        idx = jax.random.choice(k, cfg.buffer_size, (cfg.ensemble, cfg.batch_size), p=probs)   # [E, B]
+        w = jax.vmap(functools.partial(balance_prompt_rows, cfg))(state.buf_x[idx],
+                                                                  state.buf_w[idx] * state.buf_valid[idx])
         loss, grads = jax.value_and_grad(loss_fn)(params, state.buf_x[idx], state.buf_y[idx], w, cfg.loss)
         updates, new_opt = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         skip = n_filled == 0
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(skip, b, a), new, old)
-        return (keep(new_params, params), keep(new_opt, opt_state)), loss
+        return (keep(new_params, params), keep(new_opt, opt_state)), loss / cfg.ensemble
 
     (params, opt_state), losses = jax.lax.scan(one, (state.params, state.opt_state),
                                                jax.random.split(key, max(cfg.n_updates, 1))[: cfg.n_updates])

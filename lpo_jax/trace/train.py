@@ -2,9 +2,9 @@
 
 Per RL step (spec §2.1 driver; `TraceTrainConfig` for the methods):
   1. a random pool of `pool_prompts` training questions; stage 1: ``trace`` scores them with the shared
-     predictor (pooled policy hidden state of the prompt) and allocates `root_budget` roots
-     (`allocation.allocate_roots`; `allocate_roots_dp` for root_objective="trajectories"); the baselines
-     draw random questions with fixed group sizes;
+     predictor (pooled policy hidden state of the prompt; one value per ensemble member) and allocates
+     `root_budget` roots (`allocation.allocate_roots`; `allocate_roots_dp` for root_objective="trajectories";
+     both maximise the members' mean objective); the baselines draw random questions with fixed group sizes;
   2. `tree.rollout_tree`: roots, then (trees) continuations chosen by flip probability from the predictor's
      prefix values (``trace``) or uniformly (``tree_random``); none for ``grpo_flat``;
   3. targets: tree advantages on tokens or LPO on leaf groups (`trace.batch.make_batch`);
@@ -43,7 +43,8 @@ from lpo_jax.trace import allocation
 from lpo_jax.trace.batch import make_batch, make_loss_fn
 from lpo_jax.trace.features import feature_dim, make_prefix_hidden, prefix_features, prompt_records
 from lpo_jax.trace.metrics import effective_contrast_ratio, mixed_subtree_rate
-from lpo_jax.trace.predictor import PredictorConfig, predict, predictor_init, predictor_step, weighted_mse
+from lpo_jax.trace.predictor import (PredictorConfig, predict, predict_members, predictor_init, predictor_step,
+                                     weighted_mse)
 from lpo_jax.trace.targets import node_values, predictor_targets
 from lpo_jax.trace.train_config import TraceTrainConfig
 from lpo_jax.trace.tree import TreeConfig, rollout_tree
@@ -52,6 +53,7 @@ from lpo_jax.training.step import make_train_step
 
 EXPANSION = {"trace": "trace", "tree_random": "random", "grpo_flat": "none"}
 _predict = jax.jit(predict, static_argnums=0)
+_predict_members = jax.jit(predict_members, static_argnums=0)
 _allocate_roots = jax.jit(allocation.allocate_roots, static_argnums=(1, 2))
 _allocate_roots_dp = jax.jit(allocation.allocate_roots_dp, static_argnums=(1, 2), static_argnames=("unit", "objective"))
 _allocate_uniform = jax.jit(allocation.allocate_roots_uniform, static_argnums=(2, 3))
@@ -135,17 +137,19 @@ class TraceTrainer:
                                hidden=cfg.predictor_hidden,
                                max_turns=self.agent_cfg.max_turns, lr=cfg.predictor_lr, n_updates=cfg.predictor_updates,
                                batch_size=cfg.predictor_batch, buffer_size=cfg.predictor_buffer,
-                               n_warm=cfg.predictor_warm, prompt_share=cfg.predictor_prompt_share)
+                               n_warm=cfg.predictor_warm, prompt_share=cfg.predictor_prompt_share,
+                               ensemble=cfg.predictor_ensemble)
 
     # ------------------------------------------------------------------ pieces of a step
     def _mode(self, pcfg) -> str:
         return "mean" if pcfg.feature_dim == self.hidden_size else "mean_last_len"
 
     def root_values(self, params, pcfg, pstate, prompts):
+        """Stage-1 values of `prompts` per predictor ensemble member, [E, P] (mean over axis 0: Ṽψ)."""
         recs = prompt_records(self.tok, prompts)
         x, _ = prefix_features(self.prefix_hidden, params, recs, len(recs), self.agent_cfg.max_len, 1, self.pad_id,
                                self._mode(pcfg))
-        return np.asarray(_predict(pcfg, pstate, x))
+        return np.asarray(_predict_members(pcfg, pstate, x))
 
     def prefix_value_fn(self, params, pcfg, pstate):
         T, S = self.agent_cfg.max_turns, self.agent_cfg.max_len
@@ -160,6 +164,7 @@ class TraceTrainer:
         return fn
 
     def allocate(self, cfg: TraceTrainConfig, v, key):
+        """Roots per pool prompt [P] for `cfg.method`; v: `root_values` ([E, P] or [P])."""
         valid = jnp.ones((cfg.pool_prompts,), bool)
         if cfg.method == "trace" and cfg.root_objective == "groups":
             return np.asarray(_allocate_roots(jnp.asarray(v), cfg.root_budget, cfg.roots_per_prompt, key=key))

@@ -18,8 +18,10 @@ Predictor (our choices, spec §1.4 leaves them open): ``predictor_target="direct
 samples (`targets.node_values`: the spec's subtree means, "leaves" / "children", are biased by TRACE's
 outcome-dependent branching and squeeze hard prompts' values toward 0.5); ``predictor_prompt_share=0.5``
 gives the few prompt rows (stage 1's inputs) half of each minibatch's loss weight, so the many prefix rows
-do not swamp them (0 = raw count weights). All methods train the predictor the same way (only ``trace``
-uses it).
+do not swamp them (0 = raw count weights); ``predictor_ensemble`` = E > 1 members (`predictor` module
+docstring): stage 1 then maximises the members' mean objective, so questions the members disagree on
+(unfamiliar ones) lose value; stage 2 uses the members' mean. All methods train the predictor the same way
+(only ``trace`` uses it).
 
 ``advantage``: ``tree_grpo`` (default for trees), ``segment``, ``grpo_flat`` (per-prompt GRPO over all
 leaves; the only choice that makes sense for ``method="grpo_flat"``, forced there) or ``lpo`` (LPO_fwd on
@@ -76,6 +78,7 @@ class TraceTrainConfig:
     predictor_features: str = "mean"   # "mean" (spec: pooled hidden) | "mean_last_len" (+ last token, length)
     predictor_prompt_share: float = 0.5   # share of each predictor minibatch's weight on prompt rows (0 = raw)
     predictor_target: str = "direct"   # `targets.node_values` mode of the predictor's targets (module docstring)
+    predictor_ensemble: int = 1        # E members; stage 1 maximises their mean objective (1 = spec's single MLP)
     # evaluation
     eval_every: int = 0
     eval_samples: int = 2
@@ -98,7 +101,7 @@ class TraceTrainConfig:
             raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {self.loss_agg!r}")
         for name in ("steps", "pool_prompts", "roots_per_prompt", "root_budget", "tree_group", "flat_group",
                      "flat_roots", "mini_batches", "predictor_hidden", "predictor_batch", "predictor_buffer",
-                     "eval_samples"):
+                     "predictor_ensemble", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TraceTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.multiplier < 0 or self.token_budget < 0 or self.eval_every < 0 or self.predictor_warm < 0:

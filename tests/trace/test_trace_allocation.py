@@ -144,6 +144,33 @@ def test_allocate_roots_matches_brute_force_even():
         assert got == pytest.approx(best, abs=1e-5), (v, B, m)
 
 
+@pytest.mark.parametrize("objective", al.ROOT_OBJECTIVES)
+def test_ensemble_values_maximise_the_members_mean_objective(objective):
+    """[ours] v [E, P]: both allocators maximise mean_e objective(v_e, m) (brute force); E = 1 equals [P]."""
+    rng = np.random.default_rng(11)
+    value = lambda ve, mi: np.mean([_np_root_value(x, mi) for x in ve]) * (mi if objective == "trajectories" else 1)
+    for trial in range(6):
+        v = rng.random((3, 4)).astype(np.float32)
+        key = jax.random.PRNGKey(trial) if trial % 2 else None
+        m = np.asarray(_dp_opts(jnp.asarray(v), 8, 4, key=key, unit=2, objective=objective))
+        best = max(sum(value(v[:, i], c[i]) for i in range(4))
+                   for c in itertools.product(range(0, 5, 2), repeat=4) if sum(c) == 8)
+        assert m.sum() == 8 and sum(value(v[:, i], m[i]) for i in range(4)) == pytest.approx(best, abs=1e-5)
+        if objective == "groups":   # mean pair gains stay non-increasing: the top-k is exact too
+            m_topk = np.asarray(roots_jit(jnp.asarray(v), 8, 4))
+            assert sum(value(v[:, i], m_topk[i]) for i in range(4)) == pytest.approx(best, abs=1e-5)
+        np.testing.assert_array_equal(_dp_opts(jnp.asarray(v[:1]), 8, 4, key=key, unit=2, objective=objective),
+                                      _dp_opts(jnp.asarray(v[0]), 8, 4, key=key, unit=2, objective=objective))
+
+
+def test_member_disagreement_lowers_a_prompts_value():
+    """Same mean prediction 0.5: the prompt whose members agree gets the roots, the disputed one none."""
+    v = jnp.array([[0.5, 0.1], [0.5, 0.9]])    # prompt 0: both 0.5; prompt 1: members say 0.1 and 0.9
+    for objective in al.ROOT_OBJECTIVES:
+        assert np.asarray(_dp_opts(v, 4, 4, unit=2, objective=objective)).tolist() == [4, 0]
+    assert np.asarray(roots_jit(v, 2, 4)).tolist() == [2, 0]
+
+
 def test_allocate_roots_valid_mask_and_errors():
     v = jnp.array([0.5, 0.5, 0.5, 0.5])
     m = np.asarray(jax.jit(lambda v, ok: al.allocate_roots(v, 8, 4, valid_P=ok))(v, jnp.array([True, False, True, False])))
@@ -152,8 +179,8 @@ def test_allocate_roots_valid_mask_and_errors():
         al.allocate_roots(v, 7, 4)
     with pytest.raises(ValueError, match="exceeds capacity"):
         al.allocate_roots(v, 18, 4)
-    with pytest.raises(ValueError, match="1-D"):
-        al.allocate_roots(v[None], 4, 4)
+    with pytest.raises(ValueError, match=r"\[E, P\] per ensemble member"):
+        al.allocate_roots(v[None, None], 4, 4)
 
 
 # ---- property 3: prefix gains and allocate_prefixes ------------------------------------------------

@@ -1,5 +1,6 @@
 """Shared success predictor (spec §6 property 9): online MSE vs true V^π falls on the bandit tree; range,
 padding, warm start, FIFO replay, pytree state."""
+import dataclasses
 import functools
 
 import jax
@@ -63,18 +64,20 @@ def setup():
     return _eval_nodes(jax.random.PRNGKey(3), jax.random.PRNGKey(4))
 
 
-def test_mse_vs_true_value_falls_online(setup):
+@pytest.mark.parametrize("ensemble", (1, 3))
+def test_mse_vs_true_value_falls_online(setup, ensemble):
     bt, x_eval, v_eval, ok = setup
+    cfg = dataclasses.replace(CFG, ensemble=ensemble)
     mse = jax.jit(lambda params: tr.weighted_mse(pr.predict_raw(params, x_eval), v_eval, ok))
-    state = _init(CFG, jax.random.PRNGKey(0))
+    state = _init(cfg, jax.random.PRNGKey(0))
     history = [float(mse(state.params))]
     for i in range(STEPS):
-        state, metrics = rl_step(CFG, state, bt, jax.random.PRNGKey(100 + i))
+        state, metrics = rl_step(cfg, state, bt, jax.random.PRNGKey(100 + i))
         history.append(float(mse(state.params)))
     assert int(state.rl_steps) == STEPS and int(metrics["n_buffer"]) > 0
     print("predictor MSE vs true V:", np.round(history[::3], 4))
     assert np.mean(history[-5:]) < 0.5 * history[0], history
-    v = np.asarray(pr.predict(CFG, state, x_eval))
+    v = np.asarray(pr.predict(cfg, state, x_eval))
     assert np.all((v >= 0) & (v <= 1))
 
 
@@ -95,6 +98,31 @@ def test_padded_rows_are_ignored():
     assert int(s1.buf_valid.sum()) == 3 and int(s1.write_pos) == 3
     np.testing.assert_array_equal(s1.buf_x[:3], x[np.array([0, 2, 5])])
     assert float(jax.jit(pr.loss_fn)(state.params, x, y, jnp.zeros(6))) == 0.0  # zero weight -> zero loss
+
+
+def test_ensemble_members_are_independent_and_averaged():
+    """[ours] E members: own inits, own minibatches, no shared parameters; predict = members' mean."""
+    cfg = dataclasses.replace(SMALL, ensemble=4, n_warm=1, batch_size=8, buffer_size=16)
+    state = _init(cfg, jax.random.PRNGKey(0))
+    assert state.params["w1"].shape == (4, cfg.in_dim, cfg.hidden)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(6, cfg.in_dim)), jnp.float32)
+    np.testing.assert_array_equal(pr.predict_members(cfg, state, x), 0.5)      # warm start: every member
+    state, _ = pr.predictor_step(cfg, state, x, jnp.asarray(rng.random(6), jnp.float32), jnp.ones(6),
+                                 jnp.ones(6, bool), jax.random.PRNGKey(1))
+    v_E = np.asarray(pr.predict_members(cfg, state, x))
+    assert v_E.shape == (4, 6) and np.all(np.ptp(v_E, axis=0) > 1e-3)          # members differ
+    np.testing.assert_allclose(pr.predict(cfg, state, x), v_E.mean(0), rtol=1e-6)
+    # the ensemble loss is the sum of the members' own losses, so each member's gradient is its own
+    xb = jnp.asarray(rng.normal(size=(4, 5, cfg.in_dim)), jnp.float32)
+    yb, wb = jnp.asarray(rng.random((4, 5)), jnp.float32), jnp.asarray(rng.random((4, 5)), jnp.float32)
+    grads = jax.grad(pr.loss_fn)(state.params, xb, yb, wb)
+    for e in range(4):
+        member = jax.tree.map(lambda a: a[e], state.params)
+        own = jax.grad(pr.member_loss)(member, xb[e], yb[e], wb[e])
+        jax.tree.map(lambda g, o: np.testing.assert_allclose(g[e], o, rtol=1e-5, atol=1e-7), grads, own)
+    with pytest.raises(ValueError, match="ensemble"):
+        pr.PredictorConfig(feature_dim=3, ensemble=0)
 
 
 def test_fifo_ring_keeps_latest_rows():

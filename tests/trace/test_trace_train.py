@@ -123,13 +123,17 @@ def test_token_budget_stops_the_run(trainer, runs):
 
 def test_root_objectives_in_the_loop(trainer):
     """Stage 1 at the warm-start values (v = 0.5 everywhere): the spec's "groups" spreads pairs, "trajectories"
-    ([ours], exact DP) puts the whole budget on one prompt (4 V(4) = 3.5 > 2 x 2 V(2) = 2); a run with it."""
+    ([ours], exact DP) puts the whole budget on one prompt (4 V(4) = 3.5 > 2 x 2 V(2) = 2); a run with it and
+    a 3-member predictor ensemble (stage 1 on [E, P] member values)."""
     v, key = np.full((4,), 0.5, np.float32), jax.random.PRNGKey(3)
     for objective, expected in (("groups", [0, 0, 2, 2]), ("trajectories", [0, 0, 0, 4])):
         cfg = trace_train_config(SMALL, root_objective=objective, roots_per_prompt=4, pad_leaves=12)
         assert sorted(trainer.allocate(cfg, v, key).tolist()) == expected, objective
-    _, result, steps = _run(trainer, "trace", root_objective="trajectories", steps=2)
+    cfg, result, steps = _run(trainer, "trace", root_objective="trajectories", steps=2, predictor_ensemble=3)
     assert all(row["roots"] == SMALL["root_budget"] and row["skipped"] == 0 for row, *_ in steps)
+    pcfg = trainer.predictor_config(cfg)
+    v = trainer.root_values(result.params, pcfg, result.predictor, trainer.train_prompts[:4])
+    assert v.shape == (3, 4) and np.ptp(v, axis=0).max() > 0     # trained members disagree somewhere
 
 
 def test_lpo_and_segment_advantages_run(trainer):
@@ -170,7 +174,8 @@ def test_lpo_targets_on_tree_leaf_groups_with_padded_leaves():
 @pytest.mark.parametrize("bad,match", [
     (dict(method="bfs"), "method"), (dict(root_budget=7), "root_budget"),
     (dict(predictor_features="cls"), "predictor_features"), (dict(predictor_target="subtree"), "predictor_target"),
-    (dict(predictor_prompt_share=1.5), "predictor_prompt_share"), (dict(root_objective="mixed"), "root_objective")])
+    (dict(predictor_prompt_share=1.5), "predictor_prompt_share"), (dict(root_objective="mixed"), "root_objective"),
+    (dict(predictor_ensemble=0), "predictor_ensemble")])
 def test_bad_settings_are_clear_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         TraceTrainConfig(**bad)
