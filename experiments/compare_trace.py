@@ -13,10 +13,9 @@ random questions x 2 roots + 3 continuations per root, grpo_flat 8 random questi
 
 TRACE's settings here (ours, the spec leaves them open): stage 1 maximises the expected number of roots in
 mixed groups (``root_objective="trajectories"``: the rollouts that get a non-zero advantage); the predictor
-is a 5-member ensemble (``predictor_ensemble=5``; stage 1 maximises the members' mean objective, so
-questions the members disagree on lose value) with 32 updates per RL step; 3 continuations per root (both
-tree methods). ``trace_groups`` is the same TRACE with the spec's objective (the expected number of mixed
-groups), which spreads pairs of roots over many questions: a pair mixes at most half the time.
+gets 32 updates per RL step; 3 continuations per root (both tree methods). ``trace_groups`` is the same
+TRACE with the spec's objective (the expected number of mixed groups), which spreads pairs of roots over
+many questions: a pair mixes at most half the time.
 
 Per method and seed it reports the effective contrast ratio (fraction of trained prompts with mixed
 rewards, mean over steps), the fraction of loss tokens with a non-zero advantage, and held-out accuracy
@@ -27,14 +26,14 @@ processes). Writes `trace_compare.png` and `trace_compare.json` to --out-dir and
 last: {"benchmark": "trace", "equalized": "tokens", "methods": {m: {contrast_ratio, nonzero_adv_frac,
 accuracy}}} (means over seeds).
 
-Measured (seeds 0-2, 15.8 min, load ~1.8), contrast / non-zero-advantage tokens / accuracy:
-trace 0.863 / 0.848 / 0.347, tree_random 0.519 / 0.484 / 0.310, grpo_flat 0.539 / 0.483 / 0.335,
-trace_groups 0.653 / 0.656 / 0.332 (base accuracy 0.257): trace reaches 1.60x flat GRPO's contrast and the
-highest mean accuracy of the three issue methods (within the seed spread). On fresh seeds 3-5 (same
-settings, not part of the benchmark) trace 0.803 / accuracy 0.344 vs grpo_flat 0.535 / 0.326 (1.50x) and
-tree_random 0.559 / 0.345 (accuracy tied with trace there).
-Settings tried on the way (trace contrast over seeds 0-5): 2 continuations per root 0.789 (one predictor)
-and 0.797-0.808 (ensemble, two runs); 4 continuations (seeds 0-3) 0.917 but accuracy 0.316, below flat GRPO.
+Measured (seeds 0-2, 16.2 min, load ~1.8), contrast / non-zero-advantage tokens / accuracy:
+trace 0.816 / 0.802 / 0.358, tree_random 0.519 / 0.484 / 0.310, grpo_flat 0.539 / 0.483 / 0.335,
+trace_groups 0.641 / 0.649 / 0.303 (base accuracy 0.257): trace reaches 1.51x flat GRPO's contrast and the
+highest mean accuracy (within the seed spread). On fresh seeds 3-5 (same settings, not part of the
+benchmark) trace 0.857 / accuracy 0.352 vs grpo_flat 0.535 / 0.326 (1.60x) and tree_random 0.559 / 0.345;
+over the six seeds trace 0.837 vs grpo_flat 0.537, 1.56x. Other settings (trace contrast, seeds 0-5): 2
+continuations per root 0.789; 4 continuations (seeds 0-3) 0.917 but accuracy 0.316, below flat GRPO; a
+5-member predictor ensemble 0.833 (0.797-0.808 with 2 continuations), no measurable change.
 """
 from __future__ import annotations
 
@@ -54,10 +53,10 @@ KEYS = ("contrast_ratio", "nonzero_adv_frac", "accuracy")
 # train step, feature pass and predictor compile once for all methods.
 FULL = dict(token_budget=6000, steps=200, pool_prompts=16, root_budget=16, roots_per_prompt=4, multiplier=3,
             tree_group=2, flat_group=4, flat_roots=32, eval_samples=4, lr=5e-4, pad_rows=8, pad_leaves=16,
-            root_objective="trajectories", predictor_updates=32, predictor_ensemble=5)
+            root_objective="trajectories", predictor_updates=32)
 SMOKE = dict(token_budget=500, steps=200, pool_prompts=8, root_budget=8, roots_per_prompt=4, multiplier=3,
              tree_group=2, flat_group=4, flat_roots=16, eval_samples=1, lr=5e-4, pad_rows=4, pad_leaves=16,
-             root_objective="trajectories", predictor_updates=32, predictor_ensemble=5)
+             root_objective="trajectories", predictor_updates=32)
 
 
 def enable_compilation_cache(path: str | None = None) -> str:
