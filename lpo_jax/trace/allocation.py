@@ -39,6 +39,12 @@ def _clean(v):
     return jnp.clip(jnp.where(jnp.isnan(v), 0.5, v), 0.0, 1.0)
 
 
+def _members(v_P):
+    """Cleaned stage-1 values as [E, P]: a [P] input is one member."""
+    v = _clean(v_P)
+    return v[None] if v.ndim == 1 else v
+
+
 def root_value(v, m):
     """V_root(v, m) = P(m i.i.d. Bernoulli(v) outcomes are mixed); 0 for m <= 1 by convention."""
     v = _clean(v)
@@ -69,9 +75,8 @@ def root_gains(v_P, M: int, unit: int = 2):
     """Marginal gains per unit of `unit` roots, [P, M // unit]; row u = V(unit(u+1)) - V(unit u).
     v [E, P] (ensemble members): the members' mean gains."""
     m = unit * jnp.arange(M // unit + 1)
-    f = root_value(jnp.asarray(v_P)[..., None], m)
-    g = f[..., 1:] - f[..., :-1]
-    return g.mean(0) if g.ndim == 3 else g
+    f = root_value(_members(v_P)[..., None], m)                                # [E, P, U + 1]
+    return (f[..., 1:] - f[..., :-1]).mean(0)
 
 
 def uniform_flat(key, shape):
@@ -134,8 +139,7 @@ def allocate_roots_dp(v_P, B_root: int, M: int, *, valid_P=None, key=None, unit:
     valid prompts to hold the budget (sum of their capacity >= B_root); otherwise the result is meaningless.
     """
     _check_root_args(v_P, B_root, M, unit)
-    v = _clean(v_P)
-    v = v[None] if v.ndim == 1 else v                                          # [E, P]
+    v = _members(v_P)
     P = v.shape[1]
     valid = jnp.ones((P,), bool) if valid_P is None else jnp.asarray(valid_P, bool)
     order = jnp.arange(P) if key is None else jax.random.permutation(key, P)
